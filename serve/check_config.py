@@ -1,0 +1,94 @@
+"""Validate a Serve config file before deploying it: `python -m serve.check_config FILE`.
+
+Ray validates its own schema; this adds what only this application knows (model args, batching in
+`user_config`, and that `max_ongoing_requests` leaves room for a full batch), and names the field.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from ray.serve.schema import ServeDeploySchema
+
+from serve.config import AppArgs, ModelUserConfig
+
+APP_IMPORT_PATH = "serve.app:build_app"
+
+
+class ConfigError(ValueError):
+    """A config problem, with the dotted path of the field at fault."""
+
+
+def _fmt(prefix: str, exc: ValidationError) -> str:
+    return "; ".join(
+        f"{prefix}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+    )
+
+
+def check_config(raw: dict[str, Any]) -> ServeDeploySchema:
+    """Return Ray's parsed schema, or raise ConfigError naming every field at fault."""
+    try:
+        schema = ServeDeploySchema.model_validate(raw)
+    except Exception as exc:  # Ray's schema is pydantic v1-style; its message names the field
+        raise ConfigError(f"not a valid Serve config: {exc}") from exc
+
+    problems: list[str] = []
+    for i, app in enumerate(schema.applications):
+        if app.import_path != APP_IMPORT_PATH:
+            continue
+        where = f"applications[{i}]"
+        try:
+            args = AppArgs.model_validate(app.args)
+        except ValidationError as exc:
+            problems.append(_fmt(f"{where}.args", exc))
+            continue
+        for deployment in app.deployments:
+            d_where = f"{where}.deployments[{deployment.name}]"
+            if deployment.name == "Router":
+                continue
+            if deployment.name not in args.models:
+                problems.append(f"{d_where}.name: no model of that name in args.models")
+                continue
+            try:
+                settings = ModelUserConfig.model_validate(deployment.user_config or {})
+            except ValidationError as exc:
+                problems.append(_fmt(f"{d_where}.user_config", exc))
+                continue
+            max_ongoing = getattr(deployment, "max_ongoing_requests", None)
+            if isinstance(max_ongoing, int) and max_ongoing < settings.max_batch_size:
+                problems.append(
+                    f"{d_where}.max_ongoing_requests: {max_ongoing} is below "
+                    f"user_config.max_batch_size {settings.max_batch_size}; "
+                    "batches could never fill"
+                )
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return schema
+
+
+def load_config(path: str | Path) -> ServeDeploySchema:
+    with open(path) as f:
+        return check_config(yaml.safe_load(f))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m serve.check_config SERVE_CONFIG.yaml", file=sys.stderr)
+        return 2
+    try:
+        schema = load_config(argv[0])
+    except (ConfigError, OSError, yaml.YAMLError) as exc:
+        print(f"{argv[0]}: invalid:\n{exc}", file=sys.stderr)
+        return 1
+    apps = ", ".join(app.name for app in schema.applications)
+    print(f"{argv[0]}: ok (applications: {apps})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Application arguments: the `args` block of the Serve config, validated with pydantic.
+
+Ray hands the builder a plain dict; validating it here turns a typo in the config into a start-up
+error that names the offending field instead of a failure on the first request.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MODEL_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+class Task(StrEnum):
+    """What a model does; each task has its own deployment class and response schema."""
+
+    SENTIMENT = "sentiment"
+    SUMMARIZATION = "summarization"
+    EMBEDDING = "embedding"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelUserConfig(Strict):
+    """A model deployment's `user_config`, applied in `reconfigure()`: changes need no restart."""
+
+    max_batch_size: int = Field(default=8, ge=1, le=256)
+    batch_wait_timeout_s: float = Field(default=0.01, ge=0.0, le=5.0)
+    max_consecutive_failures: int = Field(default=5, ge=1)
+
+
+class GenerationOptions(Strict):
+    """Summarization length bounds, in tokens (the seed's 80/20 by default)."""
+
+    max_length: int = Field(default=80, ge=1, le=1024)
+    min_length: int = Field(default=20, ge=0)
+    num_beams: int | None = Field(default=None, ge=1, le=16)  # None: the model's own default
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> GenerationOptions:
+        if self.min_length > self.max_length:
+            raise ValueError(
+                f"min_length ({self.min_length}) exceeds max_length ({self.max_length})"
+            )
+        return self
+
+
+class ModelSpec(Strict):
+    """One served model: its task and where its weights come from (hub id or local directory)."""
+
+    task: Task
+    source: str = Field(min_length=1)
+    max_input_tokens: int = Field(default=512, ge=8, le=4096)
+    generation: GenerationOptions | None = None
+
+    @model_validator(mode="after")
+    def _generation_only_for_summarization(self) -> ModelSpec:
+        if self.generation is not None and self.task is not Task.SUMMARIZATION:
+            raise ValueError("generation options apply only to task 'summarization'")
+        return self
+
+    @property
+    def generation_options(self) -> GenerationOptions:
+        return self.generation or GenerationOptions()
+
+
+class AppArgs(Strict):
+    """The application's `args` in the Serve config."""
+
+    models: dict[str, ModelSpec] = Field(min_length=1)
+    model_dir: str | None = None  # a prepared `<model_dir>/<name>/` wins over `source`
+    default_model: str = "sentiment"
+    classify_model: str = "sentiment"
+    max_text_chars: int = Field(default=10_000, ge=1)
+    max_body_bytes: int = Field(default=65_536, ge=1024)
+    inference_timeout_s: float = Field(default=30.0, gt=0)
+    retry_after_s: int = Field(default=2, ge=1)
+
+    @field_validator("models")
+    @classmethod
+    def _names_are_routable(cls, models: dict[str, ModelSpec]) -> dict[str, ModelSpec]:
+        for name in models:
+            if not MODEL_NAME.match(name):
+                raise ValueError(
+                    f"model name {name!r} must be lowercase letters, digits, '-' or '_' "
+                    "(it becomes a deployment name)"
+                )
+        return models
+
+    @model_validator(mode="after")
+    def _routes_point_at_models(self) -> AppArgs:
+        for field in ("default_model", "classify_model"):
+            name = getattr(self, field)
+            if name not in self.models:
+                raise ValueError(f"{field} {name!r} is not one of the models {sorted(self.models)}")
+        if self.models[self.classify_model].task is not Task.SENTIMENT:
+            raise ValueError(f"classify_model {self.classify_model!r} must be a sentiment model")
+        return self
+
+
+def resolve_source(name: str, spec: ModelSpec, model_dir: str | None) -> str:
+    """Where to load `name` from: its prepared directory if there is one, else `spec.source`."""
+    if model_dir:
+        prepared = Path(model_dir) / name
+        if (prepared / "config.json").is_file():
+            return str(prepared)
+    return spec.source
+
+
+def parse_args(raw: dict[str, Any] | AppArgs) -> AppArgs:
+    """Validate the builder's args; pydantic's error names the failing field (`models.x.task`)."""
+    return raw if isinstance(raw, AppArgs) else AppArgs.model_validate(raw)

@@ -1,0 +1,147 @@
+"""One Serve deployment class per task; a second model of an existing task is config only.
+
+Replicas, autoscaling, resources and health-check periods are set in `serve_config.yaml`; batching
+travels in `user_config`, so `serve deploy` of a changed batch size reconfigures live replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+import ray
+import torch
+from ray import serve
+
+from serve.config import ModelSpec, ModelUserConfig, Task, resolve_source
+from serve.metrics import ModelMetrics
+from serve.models import load_model
+
+logger = logging.getLogger("ray.serve")
+
+FAULT_INJECTION_ENV = "SERVE_APP_FAULT_INJECTION"
+
+
+def assigned_cpus() -> float:
+    """CPUs Ray reserved for this replica (`ray_actor_options.num_cpus`)."""
+    return float(ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0))
+
+
+class ModelDeployment:
+    """Shared body of the model deployments: load once, batch requests, report health."""
+
+    def __init__(self, name: str, spec: ModelSpec, model_dir: str | None = None) -> None:
+        # Intra-op threads = reserved CPUs, so co-located replicas don't oversubscribe the node.
+        torch.set_num_threads(max(1, int(assigned_cpus())))
+        self.name = name
+        self.spec = spec
+        self.settings = ModelUserConfig()
+        self.metrics = ModelMetrics(name)
+        self.consecutive_failures = 0
+        started = time.perf_counter()
+        self.source = resolve_source(name, spec, model_dir)
+        self.model = load_model(spec, self.source)
+        logger.info(
+            "Loaded model %r (%s) from %s in %.1fs with %d torch threads",
+            name,
+            spec.task.value,
+            self.source,
+            time.perf_counter() - started,
+            torch.get_num_threads(),
+        )
+
+    def reconfigure(self, user_config: dict[str, Any] | None) -> None:
+        """Apply `user_config` without restarting the replica (Serve calls this on every change)."""
+        self.settings = ModelUserConfig.model_validate(user_config or {})
+        self.infer_batch.set_max_batch_size(self.settings.max_batch_size)
+        self.infer_batch.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
+
+    async def predict(self, text: str) -> dict[str, Any]:
+        """One input in, one result out; concurrent calls are grouped into batches."""
+        return await self.infer_batch(text)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def infer_batch(self, texts: list[str]) -> list[dict[str, Any]]:
+        started = time.perf_counter()
+        try:
+            # A worker thread keeps the replica's event loop free for queuing and health checks.
+            results = await asyncio.to_thread(self.model.predict, texts)
+        except Exception as exc:
+            self.consecutive_failures += 1
+            self.metrics.record_error(exc)
+            raise
+        self.consecutive_failures = 0
+        self.metrics.record_batch(texts, (time.perf_counter() - started) * 1000)
+        return results
+
+    def check_health(self) -> None:
+        """Cheap by design: a loaded model and a bounded run of failed batches, no forward pass."""
+        self.model.probe()
+        if self.consecutive_failures >= self.settings.max_consecutive_failures:
+            raise RuntimeError(
+                f"{self.consecutive_failures} consecutive failed batches "
+                f"(limit {self.settings.max_consecutive_failures})"
+            )
+
+    def describe(self) -> dict[str, Any]:
+        """The live settings of this replica, for `GET /models`."""
+        config = getattr(serve.get_replica_context(), "_deployment_config", None)
+        autoscaling = getattr(config, "autoscaling_config", None)
+        return {
+            "name": self.name,
+            "task": self.spec.task.value,
+            "source": self.source,
+            "batching": {
+                "max_batch_size": self.settings.max_batch_size,
+                "batch_wait_timeout_s": self.settings.batch_wait_timeout_s,
+            },
+            "autoscaling": None
+            if autoscaling is None
+            else {
+                key: getattr(autoscaling, key)
+                for key in (
+                    "min_replicas",
+                    "max_replicas",
+                    "target_ongoing_requests",
+                    "upscale_delay_s",
+                    "downscale_delay_s",
+                )
+            },
+            "max_ongoing_requests": getattr(config, "max_ongoing_requests", None),
+            "num_cpus": assigned_cpus(),
+        }
+
+    def fail_health_checks(self) -> str:
+        """Fault injection for tests: this replica fails its next health check and is replaced.
+
+        Only enabled when the deployment's runtime_env sets SERVE_APP_FAULT_INJECTION=1.
+        """
+        if os.environ.get(FAULT_INJECTION_ENV) != "1":
+            raise PermissionError(f"fault injection is disabled (set {FAULT_INJECTION_ENV}=1)")
+        self.consecutive_failures = self.settings.max_consecutive_failures
+        return serve.get_replica_context().replica_tag
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1})
+class SentimentClassifier(ModelDeployment):
+    """Text classification, e.g. DistilBERT fine-tuned on SST-2."""
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1})
+class Summarizer(ModelDeployment):
+    """Abstractive summarization, e.g. distilbart-cnn-12-6."""
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 1})
+class Embedder(ModelDeployment):
+    """Sentence embeddings, e.g. all-MiniLM-L6-v2."""
+
+
+DEPLOYMENTS = {
+    Task.SENTIMENT: SentimentClassifier,
+    Task.SUMMARIZATION: Summarizer,
+    Task.EMBEDDING: Embedder,
+}

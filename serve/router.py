@@ -1,0 +1,140 @@
+"""The ingress: FastAPI routes, input validation, and one DeploymentHandle per model."""
+
+# No `from __future__ import annotations`: FastAPI reads the real types off the methods that
+# `serve.ingress` rebinds.
+import asyncio
+from typing import Any
+
+from fastapi import FastAPI
+from ray import serve
+from ray.exceptions import RayActorError, RayTaskError
+from ray.serve.exceptions import (
+    BackPressureError,
+    DeploymentUnavailableError,
+    ReplicaUnavailableError,
+    RequestCancelledError,
+)
+from ray.serve.handle import DeploymentHandle
+
+from serve.config import AppArgs
+from serve.errors import ApiError, BodySizeLimit, install_error_handlers
+from serve.schemas import (
+    ClassifyRequest,
+    ClassifyResult,
+    EmbeddingResult,
+    ErrorBody,
+    ModelInfo,
+    ModelsResponse,
+    PredictRequest,
+    SentimentResult,
+    SummaryResult,
+)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "Malformed JSON.",
+        404: "Unknown model; the detail lists the available ones.",
+        413: "Body too large.",
+        422: "Missing, empty, non-string or too long text.",
+        503: "Overloaded or not ready; retry after `Retry-After` seconds.",
+        504: "Inference did not finish within the configured timeout.",
+    }.items()
+}
+
+api = FastAPI(
+    title="Ray Serve multi-model API",
+    version="0.1.0",
+    description="Sentiment, summarization and embeddings behind one endpoint.",
+)
+api.add_middleware(BodySizeLimit)
+install_error_handlers(api)
+
+
+@serve.deployment
+@serve.ingress(api)
+class Router:
+    """Validates requests and forwards each to the named model's deployment."""
+
+    def __init__(self, args: AppArgs, models: dict[str, DeploymentHandle]) -> None:
+        self.args = args
+        self.models = models
+        api.state.max_body_bytes = args.max_body_bytes
+
+    @api.post(
+        "/predict",
+        response_model=SentimentResult | SummaryResult | EmbeddingResult,
+        responses=ERRORS,
+    )
+    async def predict(self, request: PredictRequest) -> dict[str, Any]:
+        result = await self._infer(request.model, request.text)
+        return {"model": request.model, **result}
+
+    @api.post("/classify", response_model=ClassifyResult, responses=ERRORS)
+    async def classify(self, request: ClassifyRequest) -> dict[str, Any]:
+        result = await self._infer(self.args.classify_model, request.text)
+        return {"label": result["label"], "score": result["score"]}
+
+    @api.get("/models", response_model=ModelsResponse)
+    async def list_models(self) -> dict[str, Any]:
+        infos = await asyncio.gather(*(self._describe(name) for name in self.models))
+        return {"models": infos}
+
+    async def _describe(self, name: str) -> ModelInfo:
+        try:
+            live = await asyncio.wait_for(self.models[name].describe.remote(), timeout=5)
+            return ModelInfo(**live)
+        except Exception:  # a model still starting is listed from its static config
+            spec = self.args.models[name]
+            return ModelInfo(
+                name=name,
+                task=spec.task.value,
+                source=spec.source,
+                batching={},
+                autoscaling=None,
+                max_ongoing_requests=None,
+                num_cpus=None,
+            )
+
+    async def _infer(self, model: str, text: str) -> dict[str, Any]:
+        handle = self.models.get(model)
+        if handle is None:
+            raise ApiError(
+                404,
+                "unknown_model",
+                f"Unknown model {model!r}. Available: {sorted(self.models)}",
+            )
+        if not text.strip():
+            raise ApiError(422, "invalid_request", "text must not be blank")
+        if len(text) > self.args.max_text_chars:
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"text has {len(text)} characters; the limit is {self.args.max_text_chars}",
+            )
+        retry = {"Retry-After": str(self.args.retry_after_s)}
+        response = handle.predict.remote(text)
+        try:
+            return await asyncio.wait_for(response, timeout=self.args.inference_timeout_s)
+        except TimeoutError:
+            response.cancel()
+            raise ApiError(
+                504,
+                "timeout",
+                f"Model {model!r} did not answer within {self.args.inference_timeout_s}s",
+            ) from None
+        except BackPressureError as exc:
+            raise ApiError(503, "overloaded", str(exc), retry) from None
+        except (
+            DeploymentUnavailableError,
+            ReplicaUnavailableError,
+            RayActorError,
+            RequestCancelledError,
+        ) as exc:
+            raise ApiError(
+                503, "not_ready", f"Model {model!r} is not ready: {type(exc).__name__}", retry
+            ) from None
+        except RayTaskError as exc:
+            raise ApiError(
+                500, "inference_failed", f"Model {model!r} failed: {exc.cause!r}"
+            ) from None

@@ -1,0 +1,81 @@
+"""Request and response bodies of the HTTP API, named by role."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+
+class PredictRequest(BaseModel):
+    """`POST /predict`: which model, and the text to run it on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: StrictStr = Field(default="sentiment", description="A name listed by GET /models.")
+    text: StrictStr = Field(min_length=1, description="Input text; must not be blank.")
+
+
+class ClassifyRequest(BaseModel):
+    """`POST /classify`: the seed's single-model sentiment route."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: StrictStr = Field(min_length=1)
+
+
+class SentimentResult(BaseModel):
+    model: str
+    label: str
+    score: float
+
+
+class SummaryResult(BaseModel):
+    model: str
+    summary: str
+
+
+class EmbeddingResult(BaseModel):
+    model: str
+    embedding: list[float]
+    dim: int
+
+
+class ClassifyResult(BaseModel):
+    label: str
+    score: float
+
+
+class ModelInfo(BaseModel):
+    """One model in `GET /models`; batching and autoscaling are read from a live replica."""
+
+    name: str
+    task: str
+    source: str
+    batching: dict[str, float | int]
+    autoscaling: dict[str, object] | None
+    max_ongoing_requests: int | None
+    num_cpus: float | None
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
+
+
+class ErrorBody(BaseModel):
+    """Every non-2xx response of the API has this shape."""
+
+    error: Literal[
+        "malformed_json",
+        "unknown_model",
+        "body_too_large",
+        "invalid_request",
+        "not_found",
+        "method_not_allowed",
+        "overloaded",
+        "not_ready",
+        "timeout",
+        "inference_failed",
+        "internal",
+    ]
+    detail: str | list[dict[str, object]]
