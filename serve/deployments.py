@@ -41,6 +41,7 @@ class ModelDeployment:
         self.settings = ModelUserConfig()
         self.metrics = ModelMetrics(name)
         self.consecutive_failures = 0
+        self.injected_fault: str | None = None
         started = time.perf_counter()
         self.source = resolve_source(name, spec, model_dir)
         self.model = load_model(spec, self.source)
@@ -80,6 +81,8 @@ class ModelDeployment:
     def check_health(self) -> None:
         """Cheap by design: a loaded model and a bounded run of failed batches, no forward pass."""
         self.model.probe()
+        if self.injected_fault:
+            raise RuntimeError(self.injected_fault)
         if self.consecutive_failures >= self.settings.max_consecutive_failures:
             raise RuntimeError(
                 f"{self.consecutive_failures} consecutive failed batches "
@@ -115,14 +118,16 @@ class ModelDeployment:
         }
 
     def fail_health_checks(self) -> str:
-        """Fault injection for tests: this replica fails its next health check and is replaced.
+        """Fault injection for tests: this replica fails its health checks until Serve replaces it.
 
         Only enabled when the deployment's runtime_env sets SERVE_APP_FAULT_INJECTION=1.
         """
         if os.environ.get(FAULT_INJECTION_ENV) != "1":
             raise PermissionError(f"fault injection is disabled (set {FAULT_INJECTION_ENV}=1)")
-        self.consecutive_failures = self.settings.max_consecutive_failures
-        return serve.get_replica_context().replica_tag
+        replica = serve.get_replica_context().replica_tag
+        self.injected_fault = f"fault injected into replica {replica}"
+        logger.warning("Replica %s will fail its health checks from now on", replica)
+        return replica
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1})

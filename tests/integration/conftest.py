@@ -1,0 +1,169 @@
+"""A real multi-node Ray cluster on this machine (head with 0 CPUs + 2 workers, no Docker), with
+the application deployed by `serve deploy` from `serve/serve_config.yaml` and test overrides."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+import requests
+import yaml
+from ray.cluster_utils import Cluster
+
+from tests.conftest import ROOT, SERVE_CONFIG
+
+pytestmark = pytest.mark.integration
+
+HTTP_PORT = 18000
+DASHBOARD_PORT = 18265
+METRICS_PORTS = {"head": 18080, "worker-1": 18081, "worker-2": 18082}
+APP = "models"
+STRICT_APP = "strict"
+HASTY_APP = "hasty"
+
+
+@dataclass
+class LocalCluster:
+    cluster: Cluster
+    head_node_id: str
+    base_config: dict[str, Any]
+    config_path: Path
+
+    url: str = f"http://127.0.0.1:{HTTP_PORT}"
+    dashboard: str = f"http://127.0.0.1:{DASHBOARD_PORT}"
+
+    def deploy(self, config: dict[str, Any]) -> None:
+        """`serve deploy` through the dashboard, as an operator would, then wait for RUNNING."""
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        subprocess.run(
+            [
+                str(Path(sys.executable).parent / "serve"),
+                "deploy",
+                str(self.config_path),
+                "--address",
+                self.dashboard,
+            ],
+            check=True,
+        )
+        wait_running(config)
+
+    def metrics_text(self) -> str:
+        return "".join(
+            requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            for port in METRICS_PORTS.values()
+        )
+
+
+def test_config(tiny_models: Path) -> dict[str, Any]:
+    """The shipped config with tiny models, short health periods and a second, strict app."""
+    config = yaml.safe_load(SERVE_CONFIG.read_text())
+    config["http_options"]["port"] = HTTP_PORT
+    app = config["applications"][0]
+    app["args"]["model_dir"] = str(tiny_models)
+    app["runtime_env"]["env_vars"]["SERVE_APP_FAULT_INJECTION"] = "1"
+    for deployment in app["deployments"]:
+        deployment.get("ray_actor_options", {}).pop("memory", None)
+        deployment["health_check_period_s"] = 1
+        deployment["health_check_timeout_s"] = 10
+        if deployment["name"] == "sentiment":
+            # Two replicas, so one can be replaced while the other serves.
+            deployment["autoscaling_config"].update(min_replicas=2, max_replicas=2)
+
+    # Same code, one small sentiment model each: "strict" admits one request in flight and one
+    # queued (503 beyond that); "hasty" gives inference less time than a round trip (504).
+    config["applications"] += [
+        sentiment_only(app, STRICT_APP, max_ongoing_requests=1, max_queued_requests=1),
+        sentiment_only(app, HASTY_APP, inference_timeout_s=0.0005),
+    ]
+    return config
+
+
+def sentiment_only(
+    app: dict[str, Any],
+    name: str,
+    inference_timeout_s: float | None = None,
+    **sentiment_options: Any,
+) -> dict[str, Any]:
+    variant = copy.deepcopy(app)
+    variant["name"] = name
+    variant["route_prefix"] = f"/{name}"
+    variant["args"]["models"] = {"sentiment": app["args"]["models"]["sentiment"]}
+    if inference_timeout_s is not None:
+        variant["args"]["inference_timeout_s"] = inference_timeout_s
+    variant["deployments"] = [
+        d for d in variant["deployments"] if d["name"] in ("Router", "sentiment")
+    ]
+    sentiment = variant["deployments"][1]
+    sentiment.pop("autoscaling_config")
+    sentiment.update(num_replicas=1, **sentiment_options)
+    sentiment["user_config"].update(max_batch_size=1, batch_wait_timeout_s=0.0)
+    return variant
+
+
+def wait_running(config: dict[str, Any], timeout_s: float = 300) -> None:
+    from ray import serve
+
+    expected = {app["name"] for app in config["applications"]}
+    deadline = time.monotonic() + timeout_s
+    statuses: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        apps = serve.status().applications
+        statuses = {name: str(apps[name].status) for name in expected if name in apps}
+        if len(statuses) == len(expected) and all(s.endswith("RUNNING") for s in statuses.values()):
+            return
+        if any(s.endswith("DEPLOY_FAILED") for s in statuses.values()):
+            raise AssertionError(f"deploy failed: {serve.status()}")
+        time.sleep(1)
+    raise AssertionError(f"applications not RUNNING after {timeout_s}s: {statuses}")
+
+
+@pytest.fixture(scope="session")
+def cluster(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    # Every Ray process inherits this, so replicas can import the `serve` package.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
+    )
+    head = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 0,
+            "include_dashboard": True,
+            "dashboard_host": "127.0.0.1",
+            "dashboard_port": DASHBOARD_PORT,
+            "metrics_export_port": METRICS_PORTS["head"],
+        },
+    )
+    for name in ("worker-1", "worker-2"):
+        head.add_node(num_cpus=4, metrics_export_port=METRICS_PORTS[name])
+    ray.init(address=head.address)
+    head_node_id = ray.get_runtime_context().get_node_id()
+    config = test_config(tiny_models)
+    local = LocalCluster(
+        cluster=head,
+        head_node_id=head_node_id,
+        base_config=config,
+        config_path=tmp_path_factory.mktemp("serve") / "serve_config.yaml",
+    )
+    try:
+        local.deploy(config)
+        yield local
+    finally:
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+        head.shutdown()
+
+
+@pytest.fixture(scope="session")
+def api(cluster: LocalCluster) -> str:
+    return cluster.url

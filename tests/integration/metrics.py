@@ -1,0 +1,26 @@
+"""Read a histogram out of Prometheus text exposition, summed over the nodes' metrics agents."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def histogram_buckets(text: str, name: str, **labels: str) -> dict[float, float]:
+    """Cumulative bucket counts `{le: count}` of `name`, summed over series matching `labels`."""
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name != f"{name}_bucket":
+                continue
+            if any(sample.labels.get(k) != v for k, v in labels.items()):
+                continue
+            le = float(sample.labels["le"])
+            buckets[le] = buckets.get(le, 0.0) + sample.value
+    return buckets
+
+
+def batches_larger_than(buckets: dict[float, float], size: int) -> float:
+    """How many observations exceeded `size` (the +Inf bucket minus the `le=size` bucket)."""
+    if not buckets:
+        return 0.0
+    return buckets[float("inf")] - buckets.get(float(size), 0.0)

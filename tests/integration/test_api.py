@@ -1,0 +1,186 @@
+"""Every route and every error status of the HTTP contract, through Serve's real HTTP proxy."""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.integration
+
+SUMMARY_INPUT = (
+    "Ray Serve is a scalable model serving library for building online inference APIs. "
+    "It is framework-agnostic, so you can use a single toolkit to serve everything from deep "
+    "learning models to arbitrary Python business logic, and it scales replicas with traffic."
+)
+
+
+def post(url: str, body: object, **kwargs: object) -> requests.Response:
+    return requests.post(url, json=body, timeout=60, **kwargs)
+
+
+def assert_error(resp: requests.Response, status: int, code: str) -> dict:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    body = resp.json()
+    assert body["error"] == code, body
+    assert body["detail"]
+    return body
+
+
+def test_predict_seed_sentiment_request(api: str) -> None:
+    resp = post(f"{api}/predict", {"model": "sentiment", "text": "Ray Serve is great"})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["model"] == "sentiment"
+    assert body["label"] in {"POSITIVE", "NEGATIVE"}
+    assert 0.0 <= body["score"] <= 1.0
+
+
+def test_predict_defaults_to_sentiment(api: str) -> None:
+    resp = post(f"{api}/predict", {"text": "Ray Serve is great"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["model"] == "sentiment"
+
+
+def test_predict_seed_summarization_request(api: str) -> None:
+    resp = post(f"{api}/predict", {"model": "summarization", "text": SUMMARY_INPUT})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["model"] == "summarization"
+    assert isinstance(body["summary"], str) and body["summary"]
+
+
+def test_classify_seed_request(api: str) -> None:
+    resp = post(f"{api}/classify", {"text": "Ray Serve is great"})
+    assert resp.status_code == 200, resp.text
+    assert set(resp.json()) == {"label", "score"}
+
+
+def test_classify_accepts_curl_form_content_type(api: str) -> None:
+    resp = requests.post(f"{api}/classify", data='{"text": "Ray Serve is great"}', timeout=60)
+    assert resp.status_code == 200, resp.text
+
+
+def embed(api: str, text: str) -> list[float]:
+    resp = post(f"{api}/predict", {"model": "embedding", "text": text})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["dim"] == len(body["embedding"]) == 384
+    return body["embedding"]
+
+
+def test_embedding_is_normalized_and_meaningful(api: str) -> None:
+    cat, kitten, stocks = (
+        embed(api, t)
+        for t in (
+            "A cat sits on the mat",
+            "A kitten is sitting on a rug",
+            "Stock markets fell sharply today",
+        )
+    )
+    assert math.isclose(sum(x * x for x in cat), 1.0, rel_tol=1e-4)
+    cosine = lambda a, b: sum(x * y for x, y in zip(a, b, strict=True))  # noqa: E731 (unit vectors)
+    assert cosine(cat, kitten) > cosine(cat, stocks) + 0.2
+
+
+def test_models_lists_live_settings(api: str) -> None:
+    resp = requests.get(f"{api}/models", timeout=30)
+    assert resp.status_code == 200
+    models = {m["name"]: m for m in resp.json()["models"]}
+    assert set(models) == {"sentiment", "summarization", "embedding"}
+    assert models["summarization"]["task"] == "summarization"
+    assert models["embedding"]["batching"]["max_batch_size"] == 16
+    assert models["sentiment"]["autoscaling"]["min_replicas"] == 2
+    assert models["sentiment"]["max_ongoing_requests"] == 16
+
+
+def test_openapi_and_docs_served(api: str) -> None:
+    spec = requests.get(f"{api}/openapi.json", timeout=30).json()
+    assert {"/predict", "/classify", "/models"} <= set(spec["paths"])
+    assert "422" in spec["paths"]["/predict"]["post"]["responses"]
+    assert requests.get(f"{api}/docs", timeout=30).status_code == 200
+
+
+def test_ray_healthz_and_routes_reachable(api: str) -> None:
+    assert requests.get(f"{api}/-/healthz", timeout=30).status_code == 200
+    routes = requests.get(f"{api}/-/routes", timeout=30).json()
+    assert routes.get("/") == "models"
+
+
+def test_predict_malformed_json_is_400(api: str) -> None:
+    resp = requests.post(
+        f"{api}/predict", data="{not json", headers={"content-type": "application/json"}, timeout=30
+    )
+    assert_error(resp, 400, "malformed_json")
+
+
+def test_predict_unknown_model_is_404_listing_models(api: str) -> None:
+    body = assert_error(
+        post(f"{api}/predict", {"model": "translation", "text": "hi"}), 404, "unknown_model"
+    )
+    for name in ("sentiment", "summarization", "embedding"):
+        assert name in body["detail"]
+
+
+def test_predict_body_too_large_is_413(api: str) -> None:
+    resp = post(f"{api}/predict", {"text": "a" * 70_000})
+    assert_error(resp, 413, "body_too_large")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"text": ""},
+        {"text": "   "},
+        {"text": 42},
+        {"text": ["a"]},
+        {"model": 3, "text": "hi"},
+        {"text": "hi", "unexpected": 1},
+        {"text": "a" * 10_001},
+        [],
+    ],
+    ids=[
+        "missing",
+        "empty",
+        "blank",
+        "number",
+        "list",
+        "model-number",
+        "extra-field",
+        "too-long",
+        "array",
+    ],
+)
+def test_predict_invalid_fields_are_422(api: str, body: object) -> None:
+    assert_error(post(f"{api}/predict", body), 422, "invalid_request")
+
+
+def test_unknown_route_and_method_are_json(api: str) -> None:
+    assert_error(requests.get(f"{api}/nope", timeout=30), 404, "not_found")
+    assert_error(requests.get(f"{api}/predict", timeout=30), 405, "method_not_allowed")
+
+
+def test_inference_timeout_is_504(api: str) -> None:
+    # The "hasty" app allows inference less time than one round trip to a replica.
+    resp = post(f"{api}/hasty/classify", {"text": "Ray Serve is great"})
+    body = assert_error(resp, 504, "timeout")
+    assert "sentiment" in body["detail"]
+
+
+def test_overload_is_503_with_retry_after(api: str) -> None:
+    # The "strict" app admits one request in flight and one queued per router.
+    strict = f"{api}/strict"
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        responses = list(
+            pool.map(lambda _: post(f"{strict}/classify", {"text": "hello " * 200}), range(16))
+        )
+    rejected = [r for r in responses if r.status_code == 503]
+    assert rejected, [r.status_code for r in responses]
+    for resp in rejected:
+        assert_error(resp, 503, "overloaded")
+        assert int(resp.headers["Retry-After"]) >= 1
+    assert any(r.status_code == 200 for r in responses)
