@@ -15,6 +15,7 @@ model directory that already holds a config is left alone unless `--force`.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -87,6 +88,19 @@ def write_sentiment(out: Path, tiny: bool) -> None:
     tokenizer.save_pretrained(out)
 
 
+def pad_vocab(vocab_file: Path, size: int) -> None:
+    """Fill the vocabulary up to `size` ids, so every id the model can generate decodes to text.
+
+    The filler tokens use byte-level BPE's alphabet (Ġ is a leading space): " x123".
+    """
+    vocab = json.loads(vocab_file.read_text())
+    next_id = max(vocab.values()) + 1
+    while next_id < size:
+        vocab.setdefault(f"Ġx{next_id}", next_id)
+        next_id += 1
+    vocab_file.write_text(json.dumps(vocab))
+
+
 def write_summarization(out: Path, tiny: bool) -> None:
     words = wordpiece_words(minilm_dir() / "vocab.txt")
     vocab_size = 8000 if tiny else DISTILBART_CNN_12_6["vocab_size"]
@@ -95,6 +109,7 @@ def write_summarization(out: Path, tiny: bool) -> None:
     bpe.train_from_iterator(corpus, vocab_size=vocab_size, special_tokens=SPECIAL_BPE)
     with tempfile.TemporaryDirectory() as tmp:
         vocab_file, merges_file = bpe.save_model(tmp)
+        pad_vocab(Path(vocab_file), vocab_size)
         tokenizer = BartTokenizerFast(vocab=vocab_file, merges=merges_file)
     dims = TINY_BART if tiny else DISTILBART_CNN_12_6
     config = BartConfig(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,3 +29,13 @@ def tiny_models() -> Path:
         check=True,
     )
     return TINY_MODELS
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
+    """With E2E_REQUIRED=1 (CI), a skipped e2e test is a failure: the stack must really run."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("E2E_REQUIRED") == "1" and "e2e" in item.keywords:
+        report.outcome = "failed"
+        report.longrepr = f"e2e test skipped but E2E_REQUIRED=1: {report.longrepr}"

@@ -126,7 +126,8 @@ def wait_running(config: dict[str, Any], timeout_s: float = 300) -> None:
     raise AssertionError(f"applications not RUNNING after {timeout_s}s: {statuses}")
 
 
-@pytest.fixture(scope="session")
+# Package scope: the cluster is gone before the e2e tier starts the compose stack.
+@pytest.fixture(scope="package")
 def cluster(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     # Every Ray process inherits this, so replicas can import the `serve` package.
     os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -164,6 +165,6 @@ def cluster(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         head.shutdown()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def api(cluster: LocalCluster) -> str:
     return cluster.url

@@ -1,0 +1,40 @@
+# One image for the Ray head, the workers, the model-fetch and the deploy steps.
+#
+#   docker build -f images/ray.Dockerfile -t ray-serve-cluster/ray .
+#
+# BASE_IMAGE defaults to the official Python 3.11 slim image. Where no registry is reachable,
+# scripts/airgap-prepare.sh builds a Debian-based stand-in and a wheelhouse, and sets both args.
+ARG BASE_IMAGE=python:3.11-slim
+
+# Dependencies from the lock file, in a stage of their own so the final image carries neither the
+# wheelhouse nor pip's cache, and code changes don't reinstall them.
+FROM ${BASE_IMAGE} AS deps
+ARG PIP_INSTALL_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"
+COPY requirements.lock /tmp/requirements.lock
+COPY images/wheelhouse/ /wheels/
+RUN python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
+        ${PIP_INSTALL_ARGS} -r /tmp/requirements.lock
+
+FROM ${BASE_IMAGE}
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONPATH=/app \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    HF_HOME=/tmp/hf-home \
+    RAY_USAGE_STATS_ENABLED=0
+RUN useradd --create-home --uid 1000 --shell /bin/bash ray \
+    && mkdir -p /app /models \
+    && chown ray:ray /models
+COPY --from=deps /opt/venv /opt/venv
+COPY --chown=ray:ray serve/ /app/serve/
+COPY --chown=ray:ray scripts/ /app/scripts/
+USER ray
+WORKDIR /app
+
+# Node health: this node's raylet is running and the cluster's GCS answers.
+HEALTHCHECK --interval=10s --timeout=10s --start-period=60s --retries=3 \
+    CMD ["python3", "/app/scripts/node_health.py"]
+
+CMD ["ray", "start", "--head", "--block"]

@@ -1,0 +1,109 @@
+"""Deploy the Serve config onto a running cluster and follow it until every application is RUNNING.
+
+The compose stack's `serve-deploy` step; also usable by hand against any cluster:
+
+    python scripts/deploy.py --config serve/serve_config.yaml --address http://127.0.0.1:8265
+
+Exits 0 when all applications are RUNNING, 1 when one fails to deploy or the timeout passes, each
+time printing the status of every deployment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+
+def log(message: str) -> None:
+    print(f"[serve-deploy] {message}", flush=True)
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return json.load(resp)
+
+
+def wait_for_dashboard(address: str, deadline: float) -> None:
+    while True:
+        try:
+            version = get_json(f"{address}/api/version")
+            log(f"Ray {version.get('ray_version', '?')} dashboard is up at {address}")
+            return
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Ray dashboard at {address} never answered: {exc}") from exc
+            log(f"waiting for the Ray dashboard at {address} ...")
+            time.sleep(3)
+
+
+def summarize(apps: dict) -> str:
+    parts = []
+    for name, app in apps.items():
+        deployments = ", ".join(
+            f"{d_name}={d.get('status')}"
+            + (f"({len(d.get('replicas', []))} replicas)" if d.get("replicas") is not None else "")
+            for d_name, d in app.get("deployments", {}).items()
+        )
+        parts.append(f"{name}: {app.get('status')} [{deployments}]")
+    return "; ".join(parts) or "no applications yet"
+
+
+def follow(address: str, expected: int, deadline: float) -> int:
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            apps = get_json(f"{address}/api/serve/applications/").get("applications", {})
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            log(f"status not available yet: {exc}")
+            time.sleep(3)
+            continue
+        summary = summarize(apps)
+        if summary != last:
+            log(summary)
+            last = summary
+        statuses = [app.get("status") for app in apps.values()]
+        if len(statuses) >= expected and all(s == "RUNNING" for s in statuses):
+            log("all applications RUNNING")
+            return 0
+        for name, app in apps.items():
+            if app.get("status") == "DEPLOY_FAILED":
+                log(f"application {name!r} failed to deploy: {app.get('message', '')}")
+                return 1
+        time.sleep(3)
+    log(f"timed out; last status: {last}")
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="serve/serve_config.yaml")
+    parser.add_argument("--address", default="http://127.0.0.1:8265", help="Ray dashboard URL")
+    parser.add_argument(
+        "--timeout-s", type=float, default=float(os.environ.get("DEPLOY_TIMEOUT_S", "900"))
+    )
+    args = parser.parse_args(argv)
+    deadline = time.monotonic() + args.timeout_s
+
+    log(f"checking {args.config}")
+    if subprocess.run([sys.executable, "-m", "serve.check_config", args.config]).returncode:
+        return 1
+    wait_for_dashboard(args.address, deadline)
+    log(f"serve deploy {args.config}")
+    if subprocess.run(["serve", "deploy", args.config, "--address", args.address]).returncode:
+        log("serve deploy failed")
+        return 1
+    import yaml
+
+    with open(args.config) as f:
+        expected = len(yaml.safe_load(f).get("applications", []))
+    return follow(args.address, expected, deadline)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""Wait until the stack is ready: every node joined, the Serve applications RUNNING, the API up.
+
+Standard library only, so it runs on any host with Python 3. Prints progress while it waits and,
+on timeout, exactly what is still missing. Exit 0 ready, 1 not ready in time, 2 deploy failed.
+
+    python3 scripts/wait_ready.py --workers 2 --timeout 900
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (urllib.error.URLError, OSError):
+        return 0, b""
+
+
+def alive_nodes(dashboard: str) -> tuple[int, int] | None:
+    """(alive heads, alive workers) from the Ray state API, or None if it doesn't answer."""
+    status, body = get(f"{dashboard}/api/v0/nodes?limit=1000")
+    if status != 200:
+        return None
+    nodes = json.loads(body)["data"]["result"]["result"]
+    alive = [n for n in nodes if n.get("state") == "ALIVE"]
+    heads = sum(1 for n in alive if n.get("is_head_node"))
+    return heads, len(alive) - heads
+
+
+def serve_status(dashboard: str) -> dict[str, dict] | None:
+    status, body = get(f"{dashboard}/api/serve/applications/")
+    if status != 200:
+        return None
+    return json.loads(body).get("applications") or {}
+
+
+def check(args: argparse.Namespace) -> tuple[list[str], str | None]:
+    """What is still missing, and a fatal deploy error if there is one."""
+    missing: list[str] = []
+    nodes = alive_nodes(args.dashboard)
+    if nodes is None:
+        missing.append(f"Ray dashboard at {args.dashboard} (ray-head not up)")
+    else:
+        heads, workers = nodes
+        if heads != 1:
+            missing.append("the Ray head node")
+        if workers < args.workers:
+            missing.append(f"worker nodes: {workers}/{args.workers} joined")
+    apps = serve_status(args.dashboard) if nodes is not None else None
+    if apps is not None:
+        if not apps:
+            missing.append("Serve application (not deployed yet: see serve-deploy's logs)")
+        for name, app in apps.items():
+            state = app.get("status")
+            if state == "DEPLOY_FAILED":
+                return missing, f"application {name!r} failed to deploy: {app.get('message')}"
+            if state != "RUNNING":
+                waiting = [
+                    f"{d}={info.get('status')}"
+                    for d, info in app.get("deployments", {}).items()
+                    if info.get("status") != "HEALTHY"
+                ]
+                missing.append(f"application {name!r} {state} ({', '.join(waiting)})")
+    status, _ = get(f"{args.api}/-/healthz")
+    if status != 200:
+        missing.append(f"HTTP API at {args.api}/-/healthz")
+    return missing, None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--api", default="http://127.0.0.1:8000")
+    parser.add_argument("--dashboard", default="http://127.0.0.1:8265")
+    args = parser.parse_args(argv)
+
+    started = time.monotonic()
+    last = None
+    while True:
+        missing, fatal = check(args)
+        elapsed = time.monotonic() - started
+        if fatal:
+            print(f"[ready] {fatal}", flush=True)
+            return 2
+        if not missing:
+            print(
+                f"[ready] stack ready after {elapsed:.0f}s: 1 head + {args.workers} workers, "
+                f"Serve RUNNING, {args.api} answers",
+                flush=True,
+            )
+            return 0
+        line = "; ".join(missing)
+        if line != last or int(elapsed) % 30 < 3:
+            print(f"[ready] {elapsed:4.0f}s waiting for: {line}", flush=True)
+            last = line
+        if elapsed > args.timeout:
+            print(f"[ready] not ready after {args.timeout:.0f}s; missing: {line}", flush=True)
+            return 1
+        time.sleep(3)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The compose stack, brought up from nothing by scripts/up.sh; traffic only to 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import requests
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def env_file() -> dict[str, str]:
+    path = ROOT / (".env" if (ROOT / ".env").exists() else ".env.example")
+    values = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            values[key] = value
+    return values
+
+
+def compose_command() -> list[str]:
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return []
+
+
+@dataclass
+class Stack:
+    project: str
+    compose: list[str]
+    api: str
+    dashboard: str
+    prometheus: str
+    workers: int
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.compose, *args], cwd=ROOT, capture_output=True, text=True, check=check
+        )
+
+    def containers(self, service: str | None = None) -> list[str]:
+        labels = [f"label=com.docker.compose.project={self.project}"]
+        if service:
+            labels.append(f"label=com.docker.compose.service={service}")
+        args = [arg for label in labels for arg in ("--filter", label)]
+        out = subprocess.run(
+            ["docker", "ps", "-q", *args], capture_output=True, text=True, check=True
+        ).stdout
+        return out.split()
+
+    def inspect(self, container: str) -> dict:
+        out = subprocess.run(
+            ["docker", "inspect", container], capture_output=True, text=True, check=True
+        ).stdout
+        return json.loads(out)[0]
+
+    def nodes(self) -> list[dict]:
+        resp = requests.get(f"{self.dashboard}/api/v0/nodes?limit=1000", timeout=30)
+        resp.raise_for_status()
+        return [n for n in resp.json()["data"]["result"]["result"] if n["state"] == "ALIVE"]
+
+
+@pytest.fixture(scope="session")
+def stack(pytestconfig: pytest.Config) -> Iterator[Stack]:
+    compose = compose_command()
+    if not compose or subprocess.run(["docker", "info"], capture_output=True).returncode:
+        pytest.skip("no Docker engine or compose here; .ci/run installs and starts them")
+    env = env_file()
+    if "compose.airgap.yaml" in env.get("COMPOSE_FILE", ""):
+        print("\n[e2e] air-gapped stack (scripts/airgap-prepare.sh): Grafana is not part of it")
+    stack = Stack(
+        project=env.get("COMPOSE_PROJECT_NAME", "ray-serve-cluster"),
+        compose=compose,
+        api=f"http://127.0.0.1:{env.get('API_PORT', '8000')}",
+        dashboard=f"http://127.0.0.1:{env.get('RAY_DASHBOARD_PORT', '8265')}",
+        prometheus=f"http://127.0.0.1:{env.get('PROMETHEUS_PORT', '9090')}",
+        workers=int(env.get("RAY_WORKERS", "2")),
+    )
+    # From nothing: whatever a previous run left behind goes first. up.sh's progress is shown live.
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        subprocess.run([str(ROOT / "scripts" / "down.sh")], cwd=ROOT, check=True)
+        up = subprocess.run([str(ROOT / "scripts" / "up.sh")], cwd=ROOT)
+    if up.returncode != 0:
+        subprocess.run([str(ROOT / "scripts" / "down.sh")], cwd=ROOT)
+        pytest.fail(f"scripts/up.sh exited {up.returncode}")
+    yield stack
+    if os.environ.get("E2E_KEEP_STACK") != "1":
+        subprocess.run([str(ROOT / "scripts" / "down.sh")], cwd=ROOT)

@@ -1,0 +1,209 @@
+"""The user's `docker compose up`, end to end: nodes, Serve, the API contract through the real
+proxy, healthchecks, scaling, Prometheus scraping, and a clean `down`. Runs in file order."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from tests.conftest import ROOT, SERVE_CONFIG
+from tests.e2e.conftest import Stack
+
+pytestmark = pytest.mark.e2e
+
+SUMMARY_INPUT = (
+    "Ray Serve is a scalable model serving library for building online inference APIs. "
+    "It is framework-agnostic, so one toolkit serves everything from deep learning models to "
+    "arbitrary Python business logic, and it scales replicas with traffic."
+)
+
+
+def post(stack: Stack, path: str, body: object) -> requests.Response:
+    return requests.post(f"{stack.api}{path}", json=body, timeout=120)
+
+
+def test_head_and_workers_alive(stack: Stack) -> None:
+    nodes = stack.nodes()
+    assert sum(n["is_head_node"] for n in nodes) == 1
+    assert sum(not n["is_head_node"] for n in nodes) == stack.workers == 2
+
+
+def test_serve_application_running(stack: Stack) -> None:
+    apps = requests.get(f"{stack.dashboard}/api/serve/applications/", timeout=30).json()
+    app = apps["applications"]["models"]
+    assert app["status"] == "RUNNING"
+    assert set(app["deployments"]) == {"Router", "sentiment", "summarization", "embedding"}
+
+
+def test_seed_requests_for_every_model(stack: Stack) -> None:
+    resp = post(stack, "/predict", {"model": "sentiment", "text": "Ray Serve is great"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["label"] in {"POSITIVE", "NEGATIVE"}
+
+    resp = post(stack, "/predict", {"model": "summarization", "text": SUMMARY_INPUT})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["model"] == "summarization"
+    assert isinstance(resp.json()["summary"], str) and resp.json()["summary"]
+
+    resp = post(stack, "/predict", {"model": "embedding", "text": "A cat sits on the mat"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["dim"] == 384
+
+    resp = post(stack, "/classify", {"text": "Ray Serve is great"})
+    assert resp.status_code == 200, resp.text
+    assert set(resp.json()) == {"label", "score"}
+
+
+def test_ray_healthz_through_proxy(stack: Stack) -> None:
+    resp = requests.get(f"{stack.api}/-/healthz", timeout=30)
+    assert resp.status_code == 200
+    assert requests.get(f"{stack.api}/-/routes", timeout=30).json() == {"/": "models"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code"),
+    [
+        ("/predict", "{not json", 400, "malformed_json"),
+        ("/predict", {"model": "nope", "text": "x"}, 404, "unknown_model"),
+        ("/predict", {"text": "a" * 70_000}, 413, "body_too_large"),
+        ("/predict", {"text": ""}, 422, "invalid_request"),
+        ("/predict", {"text": 5}, 422, "invalid_request"),
+        ("/classify", {}, 422, "invalid_request"),
+    ],
+)
+def test_error_contract_through_proxy(
+    stack: Stack, path: str, body: object, status: int, code: str
+) -> None:
+    if isinstance(body, str):
+        resp = requests.post(f"{stack.api}{path}", data=body, timeout=30)
+    else:
+        resp = post(stack, path, body)
+    assert resp.status_code == status, resp.text
+    assert resp.json()["error"] == code
+
+
+def test_compose_healthchecks_healthy(stack: Stack) -> None:
+    for service in ("ray-head", "ray-worker", "prometheus"):
+        containers = stack.containers(service)
+        assert containers, f"no running {service} container"
+        for container in containers:
+            health = stack.inspect(container)["State"]["Health"]["Status"]
+            assert health == "healthy", (service, health)
+
+
+def test_image_healthcheck_reports_healthy(stack: Stack) -> None:
+    head = stack.containers("ray-head")[0]
+    image = stack.inspect(head)["Image"]
+    test = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{json .Config.Healthcheck.Test}}", image],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    command = yaml.safe_load(test)
+    assert command[0] == "CMD"
+    for container in stack.containers("ray-head") + stack.containers("ray-worker"):
+        result = subprocess.run(
+            ["docker", "exec", container, *command[1:]], capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_model_replicas_not_on_head(stack: Stack) -> None:
+    head = next(n["node_id"] for n in stack.nodes() if n["is_head_node"])
+    apps = requests.get(f"{stack.dashboard}/api/serve/applications/", timeout=30).json()
+    for name in ("sentiment", "summarization", "embedding"):
+        replicas = apps["applications"]["models"]["deployments"][name]["replicas"]
+        assert replicas and all(r["node_id"] != head for r in replicas), (name, replicas)
+
+
+def test_prometheus_scrapes_every_node(stack: Stack) -> None:
+    deadline = time.monotonic() + 90
+    up: list = []
+    while time.monotonic() < deadline:
+        resp = requests.get(
+            f"{stack.prometheus}/api/v1/query", params={"query": 'up{job="ray"} == 1'}, timeout=30
+        )
+        up = resp.json()["data"]["result"]
+        if len(up) == 1 + stack.workers:
+            return
+        time.sleep(5)
+    raise AssertionError(f"Prometheus sees {len(up)} Ray nodes up, expected {1 + stack.workers}")
+
+
+def test_scale_adds_a_worker_that_takes_replicas(stack: Stack) -> None:
+    original = {n["node_id"] for n in stack.nodes() if not n["is_head_node"]}
+    stack.run("up", "-d", "--no-recreate", "--scale", "ray-worker=3", "ray-worker")
+    deadline = time.monotonic() + 180
+    workers: set[str] = set()
+    while time.monotonic() < deadline:
+        workers = {n["node_id"] for n in stack.nodes() if not n["is_head_node"]}
+        if len(workers) == 3:
+            break
+        time.sleep(3)
+    assert len(workers) == 3, "the third worker did not join"
+    (new_node,) = workers - original
+
+    # Ask for more CPUs than two workers offer (2 + 1 + 3 = 6 > 4): the new node must host some.
+    config = yaml.safe_load(SERVE_CONFIG.read_text())
+    for deployment in config["applications"][0]["deployments"]:
+        if deployment["name"] == "sentiment":
+            deployment["autoscaling_config"]["min_replicas"] = 2
+        if deployment["name"] == "embedding":
+            deployment["autoscaling_config"]["min_replicas"] = 3
+    path = ROOT / ".cache" / "e2e-scale-config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "serve"),
+            "deploy",
+            str(path),
+            "--address",
+            stack.dashboard,
+        ],
+        check=True,
+    )
+    deadline = time.monotonic() + 300
+    on_new_node: list[str] = []
+    while time.monotonic() < deadline:
+        app = requests.get(f"{stack.dashboard}/api/serve/applications/", timeout=30).json()
+        deployments = app["applications"]["models"]["deployments"]
+        on_new_node = [
+            name
+            for name, d in deployments.items()
+            for r in d["replicas"]
+            if r["state"] == "RUNNING" and r["node_id"] == new_node
+        ]
+        if app["applications"]["models"]["status"] == "RUNNING" and on_new_node:
+            break
+        time.sleep(3)
+    assert on_new_node, "no replica was placed on the new worker"
+    resp = post(stack, "/predict", {"model": "embedding", "text": "still serving"})
+    assert resp.status_code == 200, resp.text
+
+
+def test_down_removes_everything(stack: Stack) -> None:
+    subprocess.run([str(ROOT / "scripts" / "down.sh")], cwd=ROOT, check=True)
+    label = f"label=com.docker.compose.project={stack.project}"
+    for kind in ("container", "network", "volume"):
+        listed = subprocess.run(
+            [
+                "docker",
+                kind,
+                "ls",
+                *(["-a"] if kind == "container" else []),
+                "-q",
+                "--filter",
+                label,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        assert listed == [], f"{kind}s left behind: {listed}"
