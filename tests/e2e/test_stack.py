@@ -137,7 +137,7 @@ def test_prometheus_scrapes_every_node(stack: Stack) -> None:
     raise AssertionError(f"Prometheus sees {len(up)} Ray nodes up, expected {1 + stack.workers}")
 
 
-def test_scale_adds_a_worker_that_takes_replicas(stack: Stack) -> None:
+def test_scale_adds_a_worker_that_takes_replicas(stack: Stack, tmp_path: Path) -> None:
     original = {n["node_id"] for n in stack.nodes() if not n["is_head_node"]}
     stack.run("up", "-d", "--no-recreate", "--scale", "ray-worker=3", "ray-worker")
     deadline = time.monotonic() + 180
@@ -157,7 +157,7 @@ def test_scale_adds_a_worker_that_takes_replicas(stack: Stack) -> None:
             deployment["autoscaling_config"]["min_replicas"] = 2
         if deployment["name"] == "embedding":
             deployment["autoscaling_config"]["min_replicas"] = 3
-    path = ROOT / ".cache" / "e2e-scale-config.yaml"
+    path = tmp_path / "serve_config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     subprocess.run(
         [

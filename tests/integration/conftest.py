@@ -145,7 +145,7 @@ def cluster(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     )
     for name in ("worker-1", "worker-2"):
         head.add_node(num_cpus=4, metrics_export_port=METRICS_PORTS[name])
-    ray.init(address=head.address)
+    ray.init(address=head.address, log_to_driver=False)
     head_node_id = ray.get_runtime_context().get_node_id()
     config = test_config(tiny_models)
     local = LocalCluster(
