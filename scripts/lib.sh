@@ -15,11 +15,16 @@ compose() {
   fi
 }
 
-# Create .env from .env.example on first use; compose reads it for every variable.
+# Create .env from .env.example on first use (compose reads it for every variable), with a random
+# Grafana admin password unless one is set.
 ensure_env_file() {
   if [ ! -f .env ]; then
     cp .env.example .env
     log "created .env from .env.example (edit it to change ports, workers, passwords)"
+  fi
+  if [ -z "$(env_value GRAFANA_ADMIN_PASSWORD)" ]; then
+    set_env GRAFANA_ADMIN_PASSWORD "$(python3 -c 'import secrets; print(secrets.token_urlsafe(18))')"
+    log "generated GRAFANA_ADMIN_PASSWORD in .env"
   fi
 }
 

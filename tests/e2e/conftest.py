@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -64,6 +65,23 @@ class Stack:
             ["docker", "inspect", container], capture_output=True, text=True, check=True
         ).stdout
         return json.loads(out)[0]
+
+    def ray_targets(self) -> list[dict]:
+        """Prometheus's active scrape targets of the `ray` job (one per node)."""
+        resp = requests.get(
+            f"{self.prometheus}/api/v1/targets", params={"state": "active"}, timeout=30
+        )
+        return [t for t in resp.json()["data"]["activeTargets"] if t["labels"]["job"] == "ray"]
+
+    def wait_for_ray_targets(self, count: int, timeout_s: float = 90) -> list[dict]:
+        deadline = time.monotonic() + timeout_s
+        targets: list[dict] = []
+        while time.monotonic() < deadline:
+            targets = self.ray_targets()
+            if len(targets) == count and all(t["health"] == "up" for t in targets):
+                return targets
+            time.sleep(3)
+        raise AssertionError(f"expected {count} healthy ray targets, got {targets}")
 
     def nodes(self) -> list[dict]:
         resp = requests.get(f"{self.dashboard}/api/v0/nodes?limit=1000", timeout=30)

@@ -186,6 +186,25 @@ def test_scale_adds_a_worker_that_takes_replicas(stack: Stack, tmp_path: Path) -
     assert on_new_node, "no replica was placed on the new worker"
     resp = post(stack, "/predict", {"model": "embedding", "text": "still serving"})
     assert resp.status_code == 200, resp.text
+    stack.wait_for_ray_targets(4)  # Prometheus found the new node by itself
+
+
+def test_stopped_worker_fires_node_lost_alert(stack: Stack) -> None:
+    victim = stack.containers("ray-worker")[-1]
+    subprocess.run(["docker", "stop", "--time", "5", victim], check=True, capture_output=True)
+    deadline = time.monotonic() + 180
+    firing: list = []
+    while time.monotonic() < deadline:
+        alerts = requests.get(f"{stack.prometheus}/api/v1/alerts", timeout=30).json()
+        firing = [
+            a
+            for a in alerts["data"]["alerts"]
+            if a["labels"]["alertname"] == "RayNodeLost" and a["state"] == "firing"
+        ]
+        if firing:
+            break
+        time.sleep(5)
+    assert firing, "RayNodeLost did not fire after a worker stopped"
 
 
 def test_down_removes_everything(stack: Stack) -> None:
