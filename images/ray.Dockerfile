@@ -30,6 +30,7 @@ RUN useradd --create-home --uid 1000 --shell /bin/bash ray \
 COPY --from=deps /opt/venv /opt/venv
 COPY --chown=ray:ray serve/ /app/serve/
 COPY --chown=ray:ray scripts/ /app/scripts/
+COPY --chown=ray:ray loadtest/ /app/loadtest/
 USER ray
 WORKDIR /app
 

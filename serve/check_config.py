@@ -46,6 +46,15 @@ def check_config(raw: dict[str, Any]) -> ServeDeploySchema:
         except ValidationError as exc:
             problems.append(_fmt(f"{where}.args", exc))
             continue
+        proxy_timeout = getattr(schema.http_options, "request_timeout_s", None)
+        for name, spec in args.models.items():
+            timeout = spec.timeout_s or args.inference_timeout_s
+            if isinstance(proxy_timeout, int | float) and timeout >= proxy_timeout:
+                problems.append(
+                    f"{where}.args.models.{name}.timeout_s: {timeout}s is not below "
+                    f"http_options.request_timeout_s ({proxy_timeout}s); clients would get the "
+                    "proxy's 408 instead of a JSON 504"
+                )
         for deployment in app.deployments:
             d_where = f"{where}.deployments[{deployment.name}]"
             if deployment.name == "Router":

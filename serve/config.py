@@ -58,6 +58,7 @@ class ModelSpec(Strict):
     task: Task
     source: str = Field(min_length=1)
     max_input_tokens: int = Field(default=512, ge=8, le=4096)
+    timeout_s: float | None = Field(default=None, gt=0)  # None: the app's inference_timeout_s
     generation: GenerationOptions | None = None
 
     @model_validator(mode="after")

@@ -113,15 +113,14 @@ class Router:
                 f"text has {len(text)} characters; the limit is {self.args.max_text_chars}",
             )
         retry = {"Retry-After": str(self.args.retry_after_s)}
+        timeout_s = self.args.models[model].timeout_s or self.args.inference_timeout_s
         response = handle.predict.remote(text)
         try:
-            return await asyncio.wait_for(response, timeout=self.args.inference_timeout_s)
+            return await asyncio.wait_for(response, timeout=timeout_s)
         except TimeoutError:
             response.cancel()
             raise ApiError(
-                504,
-                "timeout",
-                f"Model {model!r} did not answer within {self.args.inference_timeout_s}s",
+                504, "timeout", f"Model {model!r} did not answer within {timeout_s}s"
             ) from None
         except BackPressureError as exc:
             raise ApiError(503, "overloaded", str(exc), retry) from None

@@ -45,9 +45,16 @@ class Stack:
     prometheus: str
     workers: int
 
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*self.compose, *args], cwd=ROOT, capture_output=True, text=True, check=check
+            [*self.compose, *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
         )
 
     def containers(self, service: str | None = None) -> list[str]:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -55,31 +58,52 @@ def panel_queries(path: Path) -> list[tuple[str, str]]:
     ]
 
 
+@dataclass
+class LocustRun:
+    process: subprocess.Popen
+    stats_csv: Path
+    exported_users: list
+
+
 @pytest.fixture(scope="module")
-def traffic(stack: Stack) -> None:
-    """Most of a minute of traffic to every model, and some client errors, before the checks."""
-    # Generation with the full-size summarizer takes seconds per batch on two cores: keep it rare.
-    bodies = [
-        {"model": "sentiment", "text": "Ray Serve is great"},
-        {"model": "embedding", "text": "A cat sits on the mat"},
-        {"model": "sentiment", "text": "The queue grew and the replicas followed."},
-        {"model": "unknown", "text": "x"},
-        {"model": "embedding", "text": "A kitten is sitting on a rug"},
-        {"model": "sentiment", "text": "Latency stayed low."},
-        {"model": "embedding", "text": "Stock markets fell sharply today"},
-        {"model": "summarization", "text": "Ray Serve scales model serving with traffic. " * 4},
-    ]
-
-    def send(i: int) -> int:
-        body = bodies[i % len(bodies)]
-        return requests.post(f"{stack.api}/predict", json=body, timeout=120).status_code
-
+def traffic(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocustRun]:
+    """`locust -f loadtest/` headless against the stack (every model) for 100 s; the checks run
+    while it still sends load: once it exits, its exporter's series go stale in Prometheus."""
+    out = tmp_path_factory.mktemp("locust")
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "locust"),
+            "-f",
+            str(ROOT / "loadtest"),
+            "--headless",
+            "-u",
+            "6",
+            "-r",
+            "3",
+            "-t",
+            "100s",
+            "--host",
+            stack.api,
+            "--csv",
+            str(out / "run"),
+            "--exporter-port",
+            "9646",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    exported: list = []
     deadline = time.monotonic() + 45
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        while time.monotonic() < deadline:
-            statuses = list(pool.map(send, range(8)))
-            assert set(statuses) <= {200, 404}, statuses
-    time.sleep(12)  # two scrape intervals plus a rule evaluation
+    while time.monotonic() < deadline:
+        time.sleep(5)
+        exported = exported or query(stack, 'locust_users{job="locust"} > 0')["data"]["result"]
+    run = LocustRun(process, out / "run_stats.csv", exported)
+    yield run
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
 
 
 def test_prometheus_scrapes_one_target_per_ray_node(stack: Stack) -> None:
@@ -107,7 +131,9 @@ def test_rules_loaded(stack: Stack) -> None:
 
 
 @pytest.mark.parametrize("path", OURS, ids=lambda p: p.name)
-def test_every_panel_of_our_dashboards_has_data(stack: Stack, traffic: None, path: Path) -> None:
+def test_every_panel_of_our_dashboards_has_data(
+    stack: Stack, traffic: LocustRun, path: Path
+) -> None:
     empty = []
     for where, promql in panel_queries(path):
         result = query(stack, promql)
@@ -117,10 +143,46 @@ def test_every_panel_of_our_dashboards_has_data(stack: Stack, traffic: None, pat
 
 
 @pytest.mark.parametrize("path", RAYS, ids=lambda p: p.name)
-def test_every_query_of_ray_dashboards_evaluates(stack: Stack, traffic: None, path: Path) -> None:
+def test_every_query_of_ray_dashboards_evaluates(
+    stack: Stack, traffic: LocustRun, path: Path
+) -> None:
     failed = []
     for where, promql in panel_queries(path):
         result = query(stack, promql)
         if result.get("status") != "success":
             failed.append(f"{where}: {promql} -> {result.get('error')}")
     assert not failed, "queries Prometheus rejects:\n" + "\n".join(failed)
+
+
+def test_dashboard_renders_to_png_without_grafana(stack: Stack, traffic: LocustRun) -> None:
+    out = ROOT / "build" / "serving_autoscaling.png"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "render_dashboard.py"),
+            "--minutes",
+            "5",
+            "--prometheus",
+            stack.prometheus,
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    drawn = [int(line.split()[0]) for line in result.stdout.splitlines() if "series" in line]
+    assert drawn and min(drawn) > 0, result.stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_locust_run_has_no_failures_and_is_exported(traffic: LocustRun) -> None:
+    """Last in this module: waits for the run to end, then reads Locust's own CSV."""
+    output, _ = traffic.process.communicate(timeout=180)
+    assert traffic.exported_users, "locust_users never reached Prometheus"
+    assert traffic.process.returncode == 0, output[-3000:]
+    rows = traffic.stats_csv.read_text().splitlines()
+    aggregated = next(line for line in rows if ",Aggregated," in line).split(",")
+    assert int(aggregated[2]) > 0 and int(aggregated[3]) == 0, aggregated  # requests, failures
+    for model in ("sentiment", "embedding", "summarization"):
+        assert any(f"[{model}]" in line for line in rows), f"no {model} requests"

@@ -137,6 +137,37 @@ def test_prometheus_scrapes_every_node(stack: Stack) -> None:
     raise AssertionError(f"Prometheus sees {len(up)} Ray nodes up, expected {1 + stack.workers}")
 
 
+def test_locust_compose_service_drives_the_api(stack: Stack) -> None:
+    """The optional `locust` service (profile `load`) runs the same loadtest/ from the Ray image,
+    reaching the head by service name; Locust exits non-zero on any failed request."""
+    result = stack.run(
+        "--profile",
+        "load",
+        "run",
+        "--rm",
+        "--no-deps",
+        "locust",
+        "locust",
+        "-f",
+        "/app/loadtest/",
+        "--headless",
+        "-u",
+        "4",
+        "-r",
+        "2",
+        "-t",
+        "20s",
+        "--host",
+        "http://ray-head:8000",
+        "--exporter-port",
+        "0",
+        check=False,
+        timeout=180,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "Aggregated" in result.stdout + result.stderr
+
+
 def test_scale_adds_a_worker_that_takes_replicas(stack: Stack, tmp_path: Path) -> None:
     original = {n["node_id"] for n in stack.nodes() if not n["is_head_node"]}
     stack.run("up", "-d", "--no-recreate", "--scale", "ray-worker=3", "ray-worker")

@@ -169,3 +169,9 @@ def test_resolve_source_prefers_prepared_dir(tmp_path: Path) -> None:
     (tmp_path / "sentiment" / "config.json").write_text("{}")
     assert resolve_source("sentiment", spec, str(tmp_path)) == str(tmp_path / "sentiment")
     assert resolve_source("sentiment", spec, None) == "hub/id"
+
+
+def test_check_config_rejects_timeout_above_proxy_timeout(shipped: dict) -> None:
+    app_of(shipped)["args"]["models"]["summarization"]["timeout_s"] = 120
+    with pytest.raises(ConfigError, match=r"args\.models\.summarization\.timeout_s"):
+        check_config(shipped)

@@ -1,0 +1,85 @@
+"""Locust's live stats as Prometheus metrics, so load and replicas share one time axis in Grafana.
+
+Started on the master (or a local run) at `--exporter-port` (LOCUST_EXPORTER_PORT, default 9646;
+0 disables it). Values are read from Locust's stats at scrape time by a prometheus-client collector:
+
+- `locust_users`: running users
+- `locust_requests_total`, `locust_failures_total`: per request name and method (counters)
+- `locust_requests_per_second`, `locust_failures_per_second`: current rates, per name and method
+- `locust_response_time_ms{quantile}`: current response-time percentiles, per name and method
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from locust import events
+from locust.env import Environment
+from locust.runners import WorkerRunner
+from prometheus_client import start_http_server
+from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+logger = logging.getLogger(__name__)
+QUANTILES = (0.5, 0.95, 0.99)
+
+
+class LocustCollector(Collector):
+    def __init__(self, environment: Environment) -> None:
+        self.environment = environment
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        runner = self.environment.runner
+        if runner is None:
+            return
+        users = GaugeMetricFamily("locust_users", "Running Locust users.")
+        users.add_metric([], runner.user_count)
+        yield users
+
+        labels = ["name", "method"]
+        requests = CounterMetricFamily("locust_requests", "Requests sent.", labels=labels)
+        failures = CounterMetricFamily("locust_failures", "Requests that failed.", labels=labels)
+        rps = GaugeMetricFamily(
+            "locust_requests_per_second", "Current request rate.", labels=labels
+        )
+        fps = GaugeMetricFamily(
+            "locust_failures_per_second", "Current failure rate.", labels=labels
+        )
+        latency = GaugeMetricFamily(
+            "locust_response_time_ms",
+            "Current response-time percentiles (last 10 s).",
+            labels=[*labels, "quantile"],
+        )
+        for entry in runner.stats.entries.values():
+            key = [entry.name, entry.method or ""]
+            requests.add_metric(key, entry.num_requests)
+            failures.add_metric(key, entry.num_failures)
+            rps.add_metric(key, entry.current_rps)
+            fps.add_metric(key, entry.current_fail_per_sec)
+            for q in QUANTILES:
+                value = entry.get_current_response_time_percentile(q)
+                if value is not None:
+                    latency.add_metric([*key, str(q)], value)
+        yield from (requests, failures, rps, fps, latency)
+
+
+@events.init_command_line_parser.add_listener
+def add_exporter_option(parser) -> None:
+    parser.add_argument(
+        "--exporter-port",
+        type=int,
+        default=9646,
+        env_var="LOCUST_EXPORTER_PORT",
+        help="Port of the Prometheus exporter of Locust's stats (0: off)",
+    )
+
+
+@events.init.add_listener
+def start_exporter(environment: Environment, **_: object) -> None:
+    port = getattr(environment.parsed_options, "exporter_port", 0)
+    if not port or isinstance(environment.runner, WorkerRunner):
+        return
+    REGISTRY.register(LocustCollector(environment))
+    start_http_server(port)
+    logger.info("Prometheus exporter of Locust stats on :%d/metrics", port)
