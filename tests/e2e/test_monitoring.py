@@ -176,6 +176,36 @@ def test_dashboard_renders_to_png_without_grafana(stack: Stack, traffic: LocustR
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_report_script_writes_png_and_html_from_real_series(
+    stack: Stack, traffic: LocustRun
+) -> None:
+    out = ROOT / "build" / "report"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "report.py"),
+            "--minutes",
+            "5",
+            "--prometheus",
+            stack.prometheus,
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr  # 1 when a panel is empty
+    drawn = {
+        line.split("series")[1].strip(): int(line.split()[0])
+        for line in result.stdout.splitlines()
+        if " series " in line
+    }
+    assert len(drawn) == 6 and min(drawn.values()) > 0, drawn
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = out.with_suffix(".html").read_text()
+    assert "data:image/png;base64," in page and "Running replicas" in page
+
+
 def test_locust_run_has_no_failures_and_is_exported(traffic: LocustRun) -> None:
     """Last in this module: waits for the run to end, then reads Locust's own CSV."""
     output, _ = traffic.process.communicate(timeout=180)

@@ -26,16 +26,33 @@ def burst(api: str, model: str, n: int) -> None:
         assert set(pool.map(one, range(n))) == {200}
 
 
-def wait_for_batches(cluster: LocalCluster, model: str, at_least: float) -> dict[float, float]:
-    """Metrics reach the agents every few seconds; poll until `at_least` batches are counted."""
-    deadline = time.monotonic() + 60
+def batch_buckets(cluster: LocalCluster, model: str) -> dict[float, float]:
+    return histogram_buckets(cluster.metrics_text(), BATCH_METRIC, model=model)
+
+
+def eventually(cluster: LocalCluster, model: str, predicate, timeout_s: float = 90) -> dict:
+    """Metrics reach the agents every few seconds: poll until `predicate(buckets)` holds."""
+    deadline = time.monotonic() + timeout_s
     buckets: dict[float, float] = {}
     while time.monotonic() < deadline:
-        buckets = histogram_buckets(cluster.metrics_text(), BATCH_METRIC, model=model)
-        if buckets and buckets[float("inf")] >= at_least:
+        buckets = batch_buckets(cluster, model)
+        if buckets and predicate(buckets):
             return buckets
         time.sleep(2)
-    raise AssertionError(f"{BATCH_METRIC}{{model={model!r}}} never reached {at_least}: {buckets}")
+    raise AssertionError(f"{BATCH_METRIC}{{model={model!r}}} never satisfied the check: {buckets}")
+
+
+def settled(cluster: LocalCluster, model: str, gap_s: float = 12, timeout_s: float = 120) -> dict:
+    """The histogram once two reads `gap_s` apart agree: every earlier batch is exported."""
+    deadline = time.monotonic() + timeout_s
+    previous = batch_buckets(cluster, model)
+    while time.monotonic() < deadline:
+        time.sleep(gap_s)
+        current = batch_buckets(cluster, model)
+        if current == previous:
+            return current
+        previous = current
+    raise AssertionError(f"{BATCH_METRIC}{{model={model!r}}} kept changing: {previous}")
 
 
 def replica_actor_ids(deployment: str) -> set[str]:
@@ -47,8 +64,7 @@ def replica_actor_ids(deployment: str) -> set[str]:
 
 def test_concurrent_burst_forms_batches(cluster: LocalCluster, api: str) -> None:
     burst(api, "embedding", 48)
-    buckets = wait_for_batches(cluster, "embedding", at_least=1)
-    assert batches_larger_than(buckets, 1) > 0, buckets
+    eventually(cluster, "embedding", lambda b: batches_larger_than(b, 1) > 0)
 
 
 def test_user_config_batch_size_change_is_live(cluster: LocalCluster, api: str) -> None:
@@ -71,11 +87,13 @@ def test_user_config_batch_size_change_is_live(cluster: LocalCluster, api: str) 
         assert batching.get("max_batch_size") == 2, batching
         assert replica_actor_ids("embedding") == before, "reconfigure must not restart replicas"
 
-        seen = histogram_buckets(cluster.metrics_text(), BATCH_METRIC, model="embedding")
+        seen = settled(cluster, "embedding")
         over_two_before = batches_larger_than(seen, 2)
-        total_before = seen[float("inf")]
+        total_before = seen.get(float("inf"), 0.0)
         burst(api, "embedding", 32)
-        after = wait_for_batches(cluster, "embedding", at_least=total_before + 16)
+        # 32 requests in batches of at most 2: at least 16 more batches, none larger than 2.
+        eventually(cluster, "embedding", lambda b: b[float("inf")] >= total_before + 16)
+        after = settled(cluster, "embedding")
         assert batches_larger_than(after, 2) == over_two_before, (seen, after)
     finally:
         embedding["user_config"]["max_batch_size"] = 16
