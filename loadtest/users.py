@@ -46,6 +46,10 @@ class ApiUser(FastHttpUser):
     abstract = True
     host = os.environ.get("LOCUST_HOST", "http://localhost:8000")
     wait_time = between(0.1, 0.5)
+    # Above the API's own timeouts (75 s for summarization, proxy 90 s), so a slow answer is
+    # reported as the server's 504 rather than a client-side disconnect.
+    network_timeout = 120.0
+    connection_timeout = 10.0
     model = ""
 
     def predict(self, text: str, expect: str) -> None:
@@ -53,10 +57,11 @@ class ApiUser(FastHttpUser):
         with self.client.post(
             "/predict", json=body, name=f"/predict [{self.model}]", catch_response=True
         ) as resp:
+            text = (resp.text or "")[:200]
             if resp.status_code != 200:
-                resp.failure(f"HTTP {resp.status_code}: {resp.text[:200]}")
+                resp.failure(f"HTTP {resp.status_code}: {text or getattr(resp, 'error', '')}")
             elif expect not in (resp.json() or {}):
-                resp.failure(f"no {expect!r} in {resp.text[:200]}")
+                resp.failure(f"no {expect!r} in {text}")
 
 
 class SentimentUser(ApiUser):
