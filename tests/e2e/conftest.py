@@ -6,9 +6,11 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import requests
@@ -94,6 +96,34 @@ class Stack:
         resp = requests.get(f"{self.dashboard}/api/v0/nodes?limit=1000", timeout=30)
         resp.raise_for_status()
         return [n for n in resp.json()["data"]["result"]["result"] if n["state"] == "ALIVE"]
+
+
+def start_locust(stack: Stack, csv_prefix: Path, *args: str) -> subprocess.Popen:
+    """`locust -f loadtest/` headless against the stack's API, writing Locust's CSV stats."""
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "locust"),
+            "-f",
+            str(ROOT / "loadtest"),
+            "--headless",
+            "--host",
+            stack.api,
+            "--csv",
+            str(csv_prefix),
+            *args,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def locust_totals(csv_prefix: Path) -> tuple[int, int, list[str]]:
+    """(requests, failures, all rows) from the Aggregated row of Locust's `_stats.csv`."""
+    rows = Path(f"{csv_prefix}_stats.csv").read_text().splitlines()
+    aggregated = next(line for line in rows if ",Aggregated," in line).split(",")
+    return int(aggregated[2]), int(aggregated[3]), rows
 
 
 @pytest.fixture(scope="session")

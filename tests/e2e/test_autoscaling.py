@@ -16,8 +16,8 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import ROOT, SERVE_CONFIG
-from tests.e2e.conftest import Stack
+from tests.conftest import SERVE_CONFIG
+from tests.e2e.conftest import Stack, locust_totals, start_locust
 
 pytestmark = pytest.mark.e2e
 
@@ -73,30 +73,9 @@ def test_replicas_follow_a_step_load_up_and_back_down(stack: Stack, tmp_path: Pa
     try:
         assert wait_until(lambda: running_replicas(stack) == 1, 60) is not None
 
-        locust = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "locust"),
-                "-f",
-                str(ROOT / "loadtest"),
-                "SentimentUser",
-                "--headless",
-                "-u",
-                "8",
-                "-r",
-                "8",
-                "-t",
-                "70s",
-                "--host",
-                stack.api,
-                "--csv",
-                str(tmp_path / "step"),
-                "--exporter-port",
-                "0",
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+        csv = tmp_path / "step"
+        locust = start_locust(
+            stack, csv, "SentimentUser", "-u", "8", "-r", "8", "-t", "70s", "--exporter-port", "0"
         )
         limit = AUTOSCALING["upscale_delay_s"] + 30
         scaled_after = wait_until(lambda: running_replicas(stack) >= 2, limit)
@@ -106,9 +85,8 @@ def test_replicas_follow_a_step_load_up_and_back_down(stack: Stack, tmp_path: Pa
         assert scaled_after is not None, f"sentiment did not scale up within {limit}s"
         assert seen_in_prometheus is not None, "Prometheus never saw 2 sentiment replicas"
         assert locust.returncode == 0, output[-3000:]
-        rows = (tmp_path / "step_stats.csv").read_text().splitlines()
-        aggregated = next(line for line in rows if ",Aggregated," in line).split(",")
-        assert int(aggregated[2]) > 0 and int(aggregated[3]) == 0, aggregated
+        requests_sent, failures, _ = locust_totals(csv)
+        assert requests_sent > 0 and failures == 0, (requests_sent, failures)
 
         back_down = wait_until(
             lambda: running_replicas(stack) == 1, AUTOSCALING["downscale_delay_s"] + 60

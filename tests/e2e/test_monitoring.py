@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from tests.conftest import ROOT
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, locust_totals, start_locust
 
 pytestmark = pytest.mark.e2e
 
@@ -61,7 +61,7 @@ def panel_queries(path: Path) -> list[tuple[str, str]]:
 @dataclass
 class LocustRun:
     process: subprocess.Popen
-    stats_csv: Path
+    csv_prefix: Path
     exported_users: list
 
 
@@ -70,36 +70,15 @@ def traffic(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """`locust -f loadtest/` headless against the stack (every model) for 100 s; the checks run
     while it still sends load: once it exits, its exporter's series go stale in Prometheus."""
     out = tmp_path_factory.mktemp("locust")
-    process = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "locust"),
-            "-f",
-            str(ROOT / "loadtest"),
-            "--headless",
-            "-u",
-            "6",
-            "-r",
-            "3",
-            "-t",
-            "100s",
-            "--host",
-            stack.api,
-            "--csv",
-            str(out / "run"),
-            "--exporter-port",
-            "9646",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    process = start_locust(
+        stack, out / "run", "-u", "6", "-r", "3", "-t", "100s", "--exporter-port", "9646"
     )
     exported: list = []
     deadline = time.monotonic() + 45
     while time.monotonic() < deadline:
         time.sleep(5)
         exported = exported or query(stack, 'locust_users{job="locust"} > 0')["data"]["result"]
-    run = LocustRun(process, out / "run_stats.csv", exported)
+    run = LocustRun(process, out / "run", exported)
     yield run
     if process.poll() is None:
         process.kill()
@@ -211,8 +190,7 @@ def test_locust_run_has_no_failures_and_is_exported(traffic: LocustRun) -> None:
     output, _ = traffic.process.communicate(timeout=180)
     assert traffic.exported_users, "locust_users never reached Prometheus"
     assert traffic.process.returncode == 0, output[-3000:]
-    rows = traffic.stats_csv.read_text().splitlines()
-    aggregated = next(line for line in rows if ",Aggregated," in line).split(",")
-    assert int(aggregated[2]) > 0 and int(aggregated[3]) == 0, aggregated  # requests, failures
+    requests_sent, failures, rows = locust_totals(traffic.csv_prefix)
+    assert requests_sent > 0 and failures == 0, (requests_sent, failures)
     for model in ("sentiment", "embedding", "summarization"):
         assert any(f"[{model}]" in line for line in rows), f"no {model} requests"
