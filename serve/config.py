@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -60,11 +60,26 @@ class ModelSpec(Strict):
     max_input_tokens: int = Field(default=512, ge=8, le=4096)
     timeout_s: float | None = Field(default=None, gt=0)  # None: the app's inference_timeout_s
     generation: GenerationOptions | None = None
+    # Opt-in int8 dynamic quantization of the Linear layers; the replica refuses to start when the
+    # quantized model disagrees with fp32 on a fixed text set (serve/quantization.py).
+    quantize: Literal["int8"] | None = None
+    # Sort each batch by token length and run similar lengths together, so short inputs are not
+    # padded to the longest one (encoder models; generation pads per batch regardless).
+    bucket_by_length: bool = True
 
     @model_validator(mode="after")
     def _generation_only_for_summarization(self) -> ModelSpec:
         if self.generation is not None and self.task is not Task.SUMMARIZATION:
             raise ValueError("generation options apply only to task 'summarization'")
+        return self
+
+    @model_validator(mode="after")
+    def _quantize_only_where_checked(self) -> ModelSpec:
+        if self.quantize is not None and self.task is Task.SUMMARIZATION:
+            raise ValueError(
+                "quantize applies to 'sentiment' and 'embedding' (their agreement with fp32 is "
+                "checked at start); not to 'summarization'"
+            )
         return self
 
     @property

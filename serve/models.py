@@ -18,6 +18,19 @@ from transformers import (
 )
 
 from serve.config import ModelSpec, Task
+from serve.quantization import (
+    AGREEMENT_TEXTS,
+    MIN_COSINE,
+    MIN_LABEL_AGREEMENT,
+    QuantizationRejected,
+    label_agreement,
+    min_cosine,
+    quantize_int8,
+)
+
+# A bucket holds inputs up to this factor (plus a few tokens) longer than its shortest one.
+BUCKET_GROWTH = 1.5
+BUCKET_SLACK_TOKENS = 8
 
 
 class TextModel(Protocol):
@@ -27,13 +40,45 @@ class TextModel(Protocol):
         """Cheap liveness check (tokenizer and weights present); raises if the model is unusable."""
 
 
+def length_buckets(lengths: list[int]) -> list[list[int]]:
+    """Indices grouped by similar length, so no input is padded far beyond its own length."""
+    buckets: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        shortest = lengths[buckets[-1][0]] if buckets else -1
+        if buckets and lengths[i] <= shortest * BUCKET_GROWTH + BUCKET_SLACK_TOKENS:
+            buckets[-1].append(i)
+        else:
+            buckets.append([i])
+    return buckets
+
+
 class _Base:
+    # Set by subclasses that support `quantize`: how int8 output is compared with fp32's.
+    agreement: Any = None
+    min_agreement = 1.0
+
     def __init__(self, spec: ModelSpec, auto_class: Any, source: str | None = None) -> None:
         self.spec = spec
         self.source = source or spec.source
         self.tokenizer = AutoTokenizer.from_pretrained(self.source)
         self.model = auto_class.from_pretrained(self.source)
         self.model.eval()
+        self.quantization_agreement: float | None = None
+        if spec.quantize == "int8":
+            self._quantize()
+
+    def _quantize(self) -> None:
+        texts = list(AGREEMENT_TEXTS)
+        reference = self.predict(texts)
+        self.model = quantize_int8(self.model)
+        score = self.agreement(reference, self.predict(texts))
+        if score < self.min_agreement:
+            raise QuantizationRejected(
+                f"int8 {self.spec.task.value} model {self.source} agrees with fp32 at "
+                f"{score:.4f} on {len(texts)} texts (minimum {self.min_agreement}); "
+                "remove `quantize` from its config"
+            )
+        self.quantization_agreement = score
 
     def _encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.tokenizer(
@@ -43,6 +88,24 @@ class _Base:
             max_length=self.spec.max_input_tokens,
             return_tensors="pt",
         )
+
+    def _in_buckets(self, texts: list[str], forward: Any) -> list[dict[str, Any]]:
+        """Run `forward` on length buckets of `texts` (one bucket when bucketing is off) and
+        return its per-text results in the original order."""
+        if not self.spec.bucket_by_length or len(texts) == 1:
+            return forward(self._encode(texts))
+        encoded = self.tokenizer(
+            texts, truncation=True, max_length=self.spec.max_input_tokens, padding=False
+        )
+        results: list[Any] = [None] * len(texts)
+        for bucket in length_buckets([len(ids) for ids in encoded["input_ids"]]):
+            batch = self.tokenizer.pad(
+                {key: [values[i] for i in bucket] for key, values in encoded.items()},
+                return_tensors="pt",
+            )
+            for i, result in zip(bucket, forward(batch), strict=True):
+                results[i] = result
+        return results
 
     def probe(self) -> None:
         if self.model is None or self.tokenizer is None:
@@ -54,13 +117,22 @@ class _Base:
 class SentimentModel(_Base):
     """Sequence classification; label names come from the model's `id2label`."""
 
+    agreement = staticmethod(label_agreement)
+    min_agreement = MIN_LABEL_AGREEMENT
+
     def __init__(self, spec: ModelSpec, source: str | None = None) -> None:
         super().__init__(spec, AutoModelForSequenceClassification, source)
-        self.labels = self.model.config.id2label
+
+    @property
+    def labels(self) -> dict[int, str]:
+        return self.model.config.id2label
+
+    def predict(self, texts: list[str]) -> list[dict[str, Any]]:
+        return self._in_buckets(texts, self._classify)
 
     @torch.inference_mode()
-    def predict(self, texts: list[str]) -> list[dict[str, Any]]:
-        probs = self.model(**self._encode(texts)).logits.softmax(dim=-1)
+    def _classify(self, encoded: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        probs = self.model(**encoded).logits.softmax(dim=-1)
         scores, ids = probs.max(dim=-1)
         return [
             {"label": self.labels[int(i)], "score": round(float(s), 4)}
@@ -86,12 +158,17 @@ class SummarizationModel(_Base):
 class EmbeddingModel(_Base):
     """Sentence embeddings: mean of token states over the attention mask, L2-normalized."""
 
+    agreement = staticmethod(min_cosine)
+    min_agreement = MIN_COSINE
+
     def __init__(self, spec: ModelSpec, source: str | None = None) -> None:
         super().__init__(spec, AutoModel, source)
 
-    @torch.inference_mode()
     def predict(self, texts: list[str]) -> list[dict[str, Any]]:
-        encoded = self._encode(texts)
+        return self._in_buckets(texts, self._embed)
+
+    @torch.inference_mode()
+    def _embed(self, encoded: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         states = self.model(**encoded).last_hidden_state
         mask = encoded["attention_mask"].unsqueeze(-1).to(states.dtype)
         pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)

@@ -118,6 +118,13 @@ def test_generation_only_for_summarization() -> None:
         ModelSpec(task="sentiment", source="x", generation={"max_length": 100})
 
 
+def test_quantize_not_for_summarization() -> None:
+    with pytest.raises(ValidationError, match="quantize applies to 'sentiment' and 'embedding'"):
+        ModelSpec(task="summarization", source="x", quantize="int8")
+    with pytest.raises(ValidationError, match="'int8'"):
+        ModelSpec(task="sentiment", source="x", quantize="int4")
+
+
 def test_generation_min_above_max_rejected() -> None:
     with pytest.raises(ValidationError, match="exceeds max_length"):
         ModelSpec(task="summarization", source="x", generation={"max_length": 10, "min_length": 20})

@@ -6,9 +6,11 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from serve.config import ModelSpec
-from serve.models import load_model
+from serve.models import length_buckets, load_model
+from serve.quantization import QuantizationRejected
 
 TEXTS = ["Ray Serve is great", "A much longer input about markets, cats and mats.", "x"]
 
@@ -66,3 +68,51 @@ def test_probe_detects_unloaded_model(models: dict, tiny_models: Path) -> None:
     broken.model = None
     with pytest.raises(RuntimeError, match="not loaded"):
         broken.probe()
+
+
+def test_length_buckets_group_similar_lengths() -> None:
+    lengths = [30, 5, 200, 6, 31, 190]
+    buckets = length_buckets(lengths)
+    assert sorted(i for b in buckets for i in b) == list(range(len(lengths)))
+    assert [sorted(lengths[i] for i in b) for b in buckets] == [[5, 6], [30, 31], [190, 200]]
+
+
+@pytest.mark.parametrize("task", ["sentiment", "embedding"])
+def test_bucketing_changes_no_result(tiny_models: Path, task: str) -> None:
+    texts = ["short", "word " * 120, "a middling sentence of a few words", "tiny", "word " * 90]
+    results = {
+        bucketed: load_model(
+            ModelSpec(task=task, source=str(tiny_models / task), bucket_by_length=bucketed)
+        ).predict(texts)
+        for bucketed in (True, False)
+    }
+    for with_buckets, without in zip(results[True], results[False], strict=True):
+        if task == "sentiment":
+            assert with_buckets["label"] == without["label"]
+            assert math.isclose(with_buckets["score"], without["score"], abs_tol=1e-3)
+        else:
+            assert (
+                max(
+                    abs(a - b)
+                    for a, b in zip(with_buckets["embedding"], without["embedding"], strict=True)
+                )
+                < 1e-4
+            )
+
+
+def test_int8_sentiment_accepted_when_labels_agree(tiny_models: Path) -> None:
+    spec = ModelSpec(task="sentiment", source=str(tiny_models / "sentiment"), quantize="int8")
+    model = load_model(spec)
+    assert model.quantization_agreement >= 0.99
+    linear = [m for m in model.model.modules() if type(m) is torch.nn.Linear]
+    assert not linear, "Linear layers left in fp32"
+    assert model.predict(TEXTS)[0]["label"] in {"POSITIVE", "NEGATIVE"}
+
+
+def test_int8_minilm_refused_by_the_cosine_check(tiny_models: Path) -> None:
+    """The real MiniLM weights: torch's x86 int8 kernels move some embeddings below a cosine of
+    0.99 to fp32, so the replica refuses to start rather than serve them."""
+    spec = ModelSpec(task="embedding", source=str(tiny_models / "embedding"), quantize="int8")
+    refused = r"agrees with fp32 at 0\.9[0-8]\d+ on 144 texts \(minimum 0\.99\)"
+    with pytest.raises(QuantizationRejected, match=refused):
+        load_model(spec)

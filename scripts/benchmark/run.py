@@ -1,0 +1,534 @@
+"""Side-by-side serving benchmark: the same sentiment model, the same cores, one run.
+
+Measures saturation throughput and p50/p99 latency at fixed concurrency for
+  a. raw in-process batched inference (the limit),
+  b. this project's deployment through the Serve proxy and the Router (local Ray cluster),
+  c. the seed article's deployment (2 replicas, no batching),
+  d. FastAPI + uvicorn in one process,
+  e. BentoML with adaptive batching (its own virtualenv),
+plus b with int8 quantization, b's tail latency at 70% of its saturation (open loop) and the
+no-op overhead through `/predict`. Load comes from scripts/benchmark/load.py in a separate process,
+to 127.0.0.1 only. Prints a table with the ratios and writes them to --out as JSON.
+
+    python scripts/benchmark/run.py --model-dir ~/.cache/ray-serve-cluster/models/full
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+
+from serve.config import ModelSpec  # noqa: E402
+from serve.models import load_model  # noqa: E402
+
+SERVE_CONFIG = ROOT / "serve" / "serve_config.yaml"
+BENTO_LOCK = HERE / "requirements-bentoml.lock"
+HTTP_PORT = 18100
+DASHBOARD_PORT = 18365
+PEER_PORT = 18110
+VOCABULARY = (
+    "the service was quick and friendly but the food arrived cold while our table waited "
+    "for almost an hour before anyone noticed that the order had been lost somewhere in a "
+    "busy kitchen full of new staff who were still learning how everything worked there"
+)
+WORDS = VOCABULARY.split()
+
+
+def log(message: str) -> None:
+    print(f"[benchmark] {message}", flush=True)
+
+
+def make_texts(count: int, words: int, seed: int = 0) -> list[str]:
+    """Fixed pseudo-sentences of `words` words (about 30 DistilBERT tokens at 26 words)."""
+    rng = random.Random(seed)
+    return [
+        " ".join(rng.choice(WORDS) for _ in range(words)).capitalize() + "." for _ in range(count)
+    ]
+
+
+# --- a. raw in-process batched inference -----------------------------------------------------
+
+
+def raw_throughput(
+    model_dir: Path, texts: list[str], seconds: float, batch: int, **spec: Any
+) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = load_model(ModelSpec(task="sentiment", source=str(model_dir / "sentiment"), **spec))
+    batches = [texts[i : i + batch] for i in range(0, len(texts), batch)]
+    model.predict(batches[0])  # warm-up
+    done, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        chunk = batches[done // batch % len(batches)]
+        model.predict(chunk)
+        done += len(chunk)
+    tokens = [len(ids) for ids in model.tokenizer(texts)["input_ids"]]
+    return {
+        "seq_per_s": done / elapsed,
+        "batch": batch,
+        "threads": torch.get_num_threads(),
+        "mean_tokens": sum(tokens) / len(tokens),
+        **spec,
+    }
+
+
+# --- load ------------------------------------------------------------------------------------
+
+
+def load(url: str, bodies: Path, warmup: float, seconds: float, **mode: float) -> dict[str, Any]:
+    args = [f"--{key}={value}" for key, value in mode.items()]
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "load.py"),
+            "--url",
+            url,
+            "--bodies",
+            str(bodies),
+            *args,
+            f"--warmup={warmup}",
+            f"--seconds={seconds}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=warmup + seconds + 180,
+        check=True,
+    )
+    result = json.loads(out.stdout)
+    log(
+        f"  {mode}: {result['rps']:.1f} rps, p50 {result['p50_ms']:.1f} ms, "
+        f"p99 {result['p99_ms']:.1f} ms, errors {result['errors'] or 0}"
+    )
+    return result
+
+
+def ray_cpu_seconds() -> dict[str, float]:
+    """CPU seconds so far of this machine's Ray processes, by role (Serve names its actors'
+    processes `ray::ProxyActor`, `ray::ServeReplica:<app>:<deployment>`, ...)."""
+    import psutil
+
+    totals: dict[str, float] = {}
+    for proc in psutil.process_iter(["cmdline", "name"]):
+        try:
+            cmd = (proc.info["cmdline"] or [proc.info["name"] or ""])[0]
+            times = proc.cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, IndexError):
+            continue
+        if cmd.startswith("ray::ServeReplica:"):
+            role = "replica " + cmd.rsplit(":", 1)[-1].split()[0]
+        elif cmd.startswith("ray::ProxyActor"):
+            role = "proxy"
+        elif cmd.startswith("ray::") or any(k in cmd for k in ("raylet", "gcs_server", "ray/")):
+            role = "ray (other)"
+        else:
+            continue
+        totals[role] = totals.get(role, 0.0) + times.user + times.system
+    return totals
+
+
+def levels(
+    url: str, bodies: Path, args: argparse.Namespace, profile: bool = False
+) -> dict[str, Any]:
+    runs = []
+    for concurrency in args.levels:
+        before = ray_cpu_seconds() if profile else {}
+        run = load(url, bodies, args.warmup, args.seconds, concurrency=concurrency)
+        if profile and run["answered"]:
+            after = ray_cpu_seconds()
+            run["cpu_ms_per_request"] = {
+                role: round((after[role] - before.get(role, 0.0)) * 1000 / run["answered"], 2)
+                for role in sorted(after)
+            }
+            log(f"    CPU ms per request: {run['cpu_ms_per_request']}")
+        runs.append(run)
+    best = max(runs, key=lambda r: r["rps"])
+    return {"url": url, "levels": runs, "saturation_rps": best["rps"]}
+
+
+def write_bodies(path: Path, texts: list[str], **extra: str) -> Path:
+    path.write_text(json.dumps([{**extra, "text": t} for t in texts]))
+    return path
+
+
+def wait_http(url: str, timeout_s: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited with {process.returncode}")
+        try:
+            if requests.get(url, timeout=2).status_code < 500:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"{url} did not answer within {timeout_s}s")
+
+
+@contextmanager
+def server(cmd: list[str], env: dict[str, str], health: str, log_path: Path) -> Iterator[None]:
+    with open(log_path, "w") as out:
+        process = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=out, stderr=out)
+    try:
+        wait_http(health, 300, process)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+# --- b, c: Serve applications on a local Ray cluster -------------------------------------------
+
+
+def ours_config(model_dir: Path, replicas: int, **spec: Any) -> dict[str, Any]:
+    """The shipped Serve config, sentiment only, replicas pinned to the cores."""
+    config = yaml.safe_load(SERVE_CONFIG.read_text())
+    config["http_options"].update(host="127.0.0.1", port=HTTP_PORT)
+    app = config["applications"][0]
+    app["args"]["model_dir"] = str(model_dir)
+    app["args"]["models"] = {"sentiment": {**app["args"]["models"]["sentiment"], **spec}}
+    app["deployments"] = [d for d in app["deployments"] if d["name"] in ("Router", "sentiment")]
+    sentiment = app["deployments"][1]
+    sentiment["autoscaling_config"].update(min_replicas=replicas, max_replicas=replicas)
+    sentiment["ray_actor_options"].pop("memory", None)
+    return config
+
+
+def seed_config(model_dir: Path) -> dict[str, Any]:
+    return {
+        "http_options": {"host": "127.0.0.1", "port": HTTP_PORT},
+        "applications": [
+            {
+                "name": "seed",
+                "route_prefix": "/classify",
+                "import_path": "seed_app:app",
+                "runtime_env": {
+                    "env_vars": {"BENCH_SENTIMENT_MODEL": str(model_dir / "sentiment")}
+                },
+            }
+        ],
+    }
+
+
+def noop_config(model_dir: Path) -> dict[str, Any]:
+    config = ours_config(model_dir, replicas=1)
+    app = config["applications"][0]
+    app.update(import_path="noop_app:build", deployments=app["deployments"][:1])
+    return config
+
+
+class RayCluster:
+    """A one-node Ray cluster with all the cores; apps arrive by `serve deploy`, as in prod."""
+
+    def __init__(self, work: Path) -> None:
+        import ray
+
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")) if p
+        )
+        self.work = work
+        ray.init(
+            num_cpus=os.cpu_count(),
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            dashboard_port=DASHBOARD_PORT,
+            logging_level="warning",
+        )
+        wait_http(f"http://127.0.0.1:{DASHBOARD_PORT}/api/version", 120)
+
+    def deploy(self, name: str, config: dict[str, Any], timeout_s: float = 300) -> None:
+        from ray import serve
+
+        path = self.work / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        subprocess.run(
+            [
+                str(Path(sys.executable).parent / "serve"),
+                "deploy",
+                str(path),
+                "--address",
+                f"http://127.0.0.1:{DASHBOARD_PORT}",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        expected = {app["name"] for app in config["applications"]}
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            apps = serve.status().applications
+            states = {n: str(apps[n].status) for n in expected if n in apps}
+            if len(states) == len(expected) and all(s.endswith("RUNNING") for s in states.values()):
+                return
+            if any(s.endswith("DEPLOY_FAILED") for s in states.values()):
+                message = "; ".join(apps[n].message for n in states)
+                raise RuntimeError(f"{name}: deploy failed: {message}")
+            time.sleep(1)
+        raise RuntimeError(f"{name}: not RUNNING after {timeout_s}s")
+
+    def close(self) -> None:
+        import ray
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+
+
+# --- e: BentoML in its own virtualenv ----------------------------------------------------------
+
+
+def bento_python(venv: Path) -> Path:
+    """A virtualenv with BentoML's locked pins on top of this environment's packages (torch and
+    transformers come from here, so the model code is the same)."""
+    python = venv / "bin" / "python"
+    marker = venv / ".lock-installed"
+    if marker.exists() and marker.read_text() == BENTO_LOCK.read_text():
+        return python
+    log(f"creating {venv} for BentoML (once) ...")
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    here = next(p for p in sys.path if p.endswith("site-packages"))
+    (site / "base-env.pth").write_text(here + "\n")
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "-r", str(BENTO_LOCK)], check=True
+    )
+    marker.write_text(BENTO_LOCK.read_text())
+    return python
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+
+def ratio(x: float | None, y: float | None) -> float | None:
+    return round(x / y, 3) if x and y else None
+
+
+def step(results: dict, key: str, fn: Callable[[], Any]) -> None:
+    """Run one measurement; a failure is recorded with its reason instead of ending the run."""
+    started = time.perf_counter()
+    try:
+        results[key] = fn()
+    except Exception as exc:  # reported in the table and the JSON
+        log(f"{key} failed: {exc}")
+        results[key] = {"error": str(exc)}
+    log(f"{key}: {time.perf_counter() - started:.0f}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cache = Path(os.environ.get("AIRGAP_CACHE_DIR", Path.home() / ".cache" / "ray-serve-cluster"))
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=cache / "models" / "full",
+        help="a directory with sentiment/ (DistilBERT-base size)",
+    )
+    parser.add_argument(
+        "--levels",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[1, 16, 64],
+        help="closed-loop concurrency levels",
+    )
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--replicas", type=int, default=os.cpu_count(), help="sentiment replicas in b (1 CPU each)"
+    )
+    parser.add_argument(
+        "--throughput-optimized",
+        action="store_true",
+        help="start Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (direct ingress, no proxy hop)",
+    )
+    parser.add_argument("--skip", default="", help="comma-separated: d,e,int8 ...")
+    parser.add_argument("--bento-venv", type=Path, default=cache / "bentoml-venv")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "benchmark" / "results.json")
+    args = parser.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    if not (args.model_dir / "sentiment" / "config.json").exists():
+        parser.error(f"no sentiment model in {args.model_dir} (scripts/make_test_models.py)")
+    work = args.out.parent
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    texts = make_texts(256, words=26)
+    ours_bodies = write_bodies(work / "ours.json", texts, model="sentiment")
+    plain_bodies = write_bodies(work / "plain.json", texts)
+    model_env = {"BENCH_SENTIMENT_MODEL": str(args.model_dir / "sentiment")}
+    results: dict[str, Any] = {"cpus": os.cpu_count(), "texts": len(texts)}
+
+    log("a. raw in-process batched inference")
+    step(results, "a_raw", lambda: raw_throughput(args.model_dir, texts, args.seconds, 32))
+    if "int8" not in skip:
+        step(
+            results,
+            "a_raw_int8",
+            lambda: raw_throughput(args.model_dir, texts, args.seconds, 32, quantize="int8"),
+        )
+
+    if "d" not in skip:
+        log("d. FastAPI + uvicorn, one process")
+        url = f"http://127.0.0.1:{PEER_PORT}"
+        cmd = [sys.executable, str(HERE / "plain_fastapi.py"), "--port", str(PEER_PORT)]
+
+        def plain() -> dict:
+            with server(cmd, model_env, f"{url}/healthz", work / "fastapi.log"):
+                return levels(f"{url}/predict", plain_bodies, args)
+
+        step(results, "d_fastapi", plain)
+
+    if "e" not in skip:
+        log("e. BentoML with adaptive batching")
+        url = f"http://127.0.0.1:{PEER_PORT + 1}"
+
+        def bento() -> dict:
+            python = bento_python(args.bento_venv)
+            bodies = work / "bento.json"
+            bodies.write_text(json.dumps([{"texts": [t]} for t in texts]))
+            cmd = [
+                str(python),
+                "-m",
+                "bentoml",
+                "serve",
+                "bento_peer:Sentiment",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(PEER_PORT + 1),
+                "--working-dir",
+                str(HERE),
+            ]
+            with server(cmd, model_env, f"{url}/readyz", work / "bentoml.log"):
+                return levels(f"{url}/predict", bodies, args)
+
+        step(results, "e_bentoml", bento)
+
+    if args.throughput_optimized:
+        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+    results["ray_serve_throughput_optimized"] = args.throughput_optimized
+    cluster = RayCluster(work)
+    try:
+        log(f"b. this project: proxy -> Router -> sentiment x{args.replicas} (fp32)")
+        url = f"http://127.0.0.1:{HTTP_PORT}"
+
+        def ours(**spec: Any) -> dict:
+            cluster.deploy("ours", ours_config(args.model_dir, args.replicas, **spec))
+            return levels(f"{url}/predict", ours_bodies, args, profile=True)
+
+        step(results, "b_ours", ours)
+        sat = results["b_ours"].get("saturation_rps")
+        if sat:
+            log("b at 70% of its saturation, open loop")
+            step(
+                results,
+                "b_ours_70pct",
+                lambda: load(
+                    f"{url}/predict",
+                    ours_bodies,
+                    args.warmup,
+                    args.seconds * 2,
+                    rate=round(0.7 * sat, 2),
+                ),
+            )
+        if "int8" not in skip:
+            log("b with int8 dynamic quantization")
+            step(results, "b_ours_int8", lambda: ours(quantize="int8"))
+        log("no-op: proxy -> Router -> a deployment that does no work")
+
+        def noop() -> dict:
+            cluster.deploy("noop", noop_config(args.model_dir))
+            return {
+                "levels": [
+                    load(f"{url}/predict", ours_bodies, args.warmup, args.seconds, concurrency=1)
+                ]
+            }
+
+        step(results, "noop", noop)
+        log("c. the seed article's deployment (2 replicas, no batching)")
+
+        def seed() -> dict:
+            cluster.deploy("seed", seed_config(args.model_dir))
+            return levels(f"{url}/classify", plain_bodies, args)
+
+        step(results, "c_seed", seed)
+    finally:
+        cluster.close()
+
+    sat = {k: v.get("saturation_rps") for k, v in results.items() if isinstance(v, dict)}
+    raw = results["a_raw"].get("seq_per_s")
+    raw_int8 = results.get("a_raw_int8", {}).get("seq_per_s")
+    b, b8, c, d, e = (
+        sat.get(k) for k in ("b_ours", "b_ours_int8", "c_seed", "d_fastapi", "e_bentoml")
+    )
+    results["ratios"] = {
+        "b/a": ratio(b, raw),
+        "b_int8/a_int8": ratio(b8, raw_int8),
+        "b/c": ratio(b, c),
+        "b_int8/c": ratio(b8, c),
+        "b/d": ratio(b, d),
+        "b/e": ratio(b, e),
+        "b/max(d,e)": ratio(b, max(filter(None, (d, e)), default=None)),
+    }
+    open_loop = results.get("b_ours_70pct", {})
+    results["tail_at_70pct"] = ratio(open_loop.get("p99_ms"), open_loop.get("p50_ms"))
+    results["noop_p50_ms"] = (results.get("noop", {}).get("levels") or [{}])[0].get("p50_ms")
+    results["wall_s"] = round(time.perf_counter() - started)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print_table(results, args.levels)
+    log(f"results: {args.out} ({results['wall_s']} s)")
+    return 0
+
+
+def print_table(results: dict, levels_: list[int]) -> None:
+    rows = [
+        ("a. raw batched (limit)", "a_raw"),
+        ("a. raw batched int8", "a_raw_int8"),
+        ("b. this project", "b_ours"),
+        ("b. this project, int8", "b_ours_int8"),
+        ("c. seed article", "c_seed"),
+        ("d. FastAPI + uvicorn", "d_fastapi"),
+        ("e. BentoML", "e_bentoml"),
+    ]
+    head = " | ".join(f"c={c} rps / p50 / p99 ms" for c in levels_)
+    print(f"\n| system | saturation rps | {head} |")
+    print("|---|---|" + "---|" * len(levels_))
+    for label, key in rows:
+        r = results.get(key)
+        if not r:
+            continue
+        if "error" in r:
+            print(f"| {label} | failed: {r['error'][:60]} |" + " |" * len(levels_))
+        elif "seq_per_s" in r:
+            print(f"| {label} | {r['seq_per_s']:.1f} seq/s |" + " - |" * len(levels_))
+        else:
+            cells = " | ".join(
+                f"{x['rps']:.1f} / {x['p50_ms']:.0f} / {x['p99_ms']:.0f}" for x in r["levels"]
+            )
+            print(f"| {label} | {r['saturation_rps']:.1f} | {cells} |")
+    print("\nratios: " + ", ".join(f"{k} = {v}" for k, v in results["ratios"].items()))
+    print(
+        f"p99/p50 at 70% of b's saturation: {results['tail_at_70pct']}; "
+        f"no-op p50 through /predict: {results['noop_p50_ms']} ms\n"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
