@@ -1,0 +1,94 @@
+"""The benchmark's load client against a real HTTP server on 127.0.0.1, briefly."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import ROOT
+
+LOAD = ROOT / "scripts" / "benchmark" / "load.py"
+SERVER = """
+import sys, uvicorn
+from fastapi import FastAPI
+from pydantic import BaseModel
+class Body(BaseModel):
+    text: str
+app = FastAPI()
+@app.post("/predict")
+async def predict(body: Body) -> dict:
+    return {"label": "POSITIVE", "echo": body.text}
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def url() -> Iterator[str]:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)])
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            requests.post(f"{base}/predict", json={"text": "up?"}, timeout=1)
+            break
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    yield f"{base}/predict"
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def run_load(url: str, bodies: Path, *mode: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, str(LOAD), "--url", url, "--bodies", str(bodies), *mode,
+         "--warmup", "0.5", "--seconds", "1.5"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    return json.loads(out.stdout)
+
+
+def test_closed_loop_counts_answers_in_the_window(url: str, tmp_path: Path) -> None:
+    bodies = tmp_path / "bodies.json"
+    bodies.write_text(json.dumps([{"text": "a"}, {"text": "b"}]))
+    result = run_load(url, bodies, "--concurrency", "4")
+    assert result["requests"] > 10 and result["errors"] == {}
+    assert result["answered"] > result["requests"]  # warm-up answers are not in the window
+    assert result["rps"] == pytest.approx(result["requests"] / 1.5)
+    assert 0 < result["p50_ms"] <= result["p99_ms"]
+
+
+def test_open_loop_keeps_its_rate(url: str, tmp_path: Path) -> None:
+    bodies = tmp_path / "bodies.json"
+    bodies.write_text(json.dumps([{"text": "a"}]))
+    result = run_load(url, bodies, "--rate", "40")
+    assert result["rps"] == pytest.approx(40, rel=0.2)
+
+
+def test_errors_are_counted_by_status(url: str, tmp_path: Path) -> None:
+    bodies = tmp_path / "bodies.json"
+    bodies.write_text(json.dumps([{"no_text": 1}]))  # the server answers 422
+    result = run_load(url, bodies, "--concurrency", "2")
+    assert result["requests"] == 0 and result["errors"].get("422", 0) > 0
+
+
+def test_only_localhost() -> None:
+    out = subprocess.run(
+        [sys.executable, str(LOAD), "--url", "http://10.0.0.1/x", "--bodies", "x",
+         "--concurrency", "1"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert out.returncode == 2 and "127.0.0.1 only" in out.stderr
