@@ -19,13 +19,15 @@ import time
 import urllib.error
 import urllib.request
 
+from ray_auth import request
+
 
 def log(message: str) -> None:
     print(f"[serve-deploy] {message}", flush=True)
 
 
 def get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as resp:
+    with urllib.request.urlopen(request(url), timeout=10) as resp:
         return json.load(resp)
 
 

@@ -16,7 +16,7 @@ compose() {
 }
 
 # Create .env from .env.example on first use (compose reads it for every variable), with a random
-# Grafana admin password unless one is set.
+# Grafana admin password and Ray auth token unless they are set.
 ensure_env_file() {
   if [ ! -f .env ]; then
     cp .env.example .env
@@ -25,6 +25,10 @@ ensure_env_file() {
   if [ -z "$(env_value GRAFANA_ADMIN_PASSWORD)" ]; then
     set_env GRAFANA_ADMIN_PASSWORD "$(python3 -c 'import secrets; print(secrets.token_urlsafe(18))')"
     log "generated GRAFANA_ADMIN_PASSWORD in .env"
+  fi
+  if [ -z "$(env_value RAY_AUTH_TOKEN)" ]; then
+    set_env RAY_AUTH_TOKEN "$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
+    log "generated RAY_AUTH_TOKEN in .env"
   fi
 }
 

@@ -27,7 +27,7 @@ log "starting the stack with $workers worker(s) ..."
 compose up -d --scale "ray-worker=$workers"
 
 log "waiting until the cluster and the Serve application are ready ..."
-if ! python3 scripts/wait_ready.py --workers "$workers" --timeout "$timeout" \
+if ! RAY_AUTH_TOKEN=$(env_value RAY_AUTH_TOKEN) python3 scripts/wait_ready.py --workers "$workers" --timeout "$timeout" \
     --api "http://127.0.0.1:${api_port:-8000}" \
     --dashboard "http://127.0.0.1:${dashboard_port:-8265}"; then
   compose ps >&2 || true

@@ -3,7 +3,7 @@
 Standard library only, so it runs on any host with Python 3. Prints progress while it waits and,
 on timeout, exactly what is still missing. Exit 0 ready, 1 not ready in time, 2 deploy failed.
 
-    python3 scripts/wait_ready.py --workers 2 --timeout 900
+    RAY_AUTH_TOKEN=... python3 scripts/wait_ready.py --workers 2 --timeout 900
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ import time
 import urllib.error
 import urllib.request
 
+from ray_auth import request
+
 
 def get(url: str) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
+        with urllib.request.urlopen(request(url), timeout=5) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()

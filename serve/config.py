@@ -98,6 +98,9 @@ class AppArgs(Strict):
     max_body_bytes: int = Field(default=65_536, ge=1024)
     inference_timeout_s: float = Field(default=30.0, gt=0)
     retry_after_s: int = Field(default=2, ge=1)
+    # Inference is idempotent: a request whose replica (or its node) died is sent again, to another
+    # replica, up to this many times within the model's timeout.
+    max_retries: int = Field(default=2, ge=0, le=10)
 
     @field_validator("models")
     @classmethod

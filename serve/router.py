@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
+from ray.serve import metrics
 from ray.serve.exceptions import (
     BackPressureError,
     DeploymentUnavailableError,
@@ -29,6 +30,10 @@ from serve.schemas import (
     SentimentResult,
     SummaryResult,
 )
+
+# The replica or its node died mid-request: safe to send again, to another replica.
+RETRYABLE = (RayActorError, ReplicaUnavailableError)
+RETRY_BACKOFF_S = 0.05
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
@@ -59,6 +64,11 @@ class Router:
     def __init__(self, args: AppArgs, models: dict[str, DeploymentHandle]) -> None:
         self.args = args
         self.models = models
+        self.retries = metrics.Counter(
+            "router_retries",
+            description="Inference requests sent again because their replica or node died.",
+            tag_keys=("model", "reason"),
+        )
         api.state.max_body_bytes = args.max_body_bytes
 
     @api.post(
@@ -114,26 +124,36 @@ class Router:
             )
         retry = {"Retry-After": str(self.args.retry_after_s)}
         timeout_s = self.args.models[model].timeout_s or self.args.inference_timeout_s
-        response = handle.predict.remote(text)
-        try:
-            return await asyncio.wait_for(response, timeout=timeout_s)
-        except TimeoutError:
-            response.cancel()
-            raise ApiError(
-                504, "timeout", f"Model {model!r} did not answer within {timeout_s}s"
-            ) from None
-        except BackPressureError as exc:
-            raise ApiError(503, "overloaded", str(exc), retry) from None
-        except (
-            DeploymentUnavailableError,
-            ReplicaUnavailableError,
-            RayActorError,
-            RequestCancelledError,
-        ) as exc:
-            raise ApiError(
-                503, "not_ready", f"Model {model!r} is not ready: {type(exc).__name__}", retry
-            ) from None
-        except RayTaskError as exc:
-            raise ApiError(
-                500, "inference_failed", f"Model {model!r} failed: {exc.cause!r}"
-            ) from None
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        for attempt in range(self.args.max_retries + 1):
+            response = handle.predict.remote(text)
+            try:
+                remaining = deadline - asyncio.get_running_loop().time()
+                return await asyncio.wait_for(response, timeout=max(remaining, 0.001))
+            except TimeoutError:
+                response.cancel()
+                raise ApiError(
+                    504, "timeout", f"Model {model!r} did not answer within {timeout_s}s"
+                ) from None
+            except BackPressureError as exc:
+                raise ApiError(503, "overloaded", str(exc), retry) from None
+            except RETRYABLE as exc:
+                if attempt == self.args.max_retries:
+                    raise ApiError(
+                        503,
+                        "not_ready",
+                        f"Model {model!r} lost its replica {attempt + 1} times: "
+                        f"{type(exc).__name__}",
+                        retry,
+                    ) from None
+                self.retries.inc(tags={"model": model, "reason": type(exc).__name__})
+                await asyncio.sleep(min(RETRY_BACKOFF_S * 2**attempt, 1.0))
+            except (DeploymentUnavailableError, RequestCancelledError) as exc:
+                raise ApiError(
+                    503, "not_ready", f"Model {model!r} is not ready: {type(exc).__name__}", retry
+                ) from None
+            except RayTaskError as exc:
+                raise ApiError(
+                    500, "inference_failed", f"Model {model!r} failed: {exc.cause!r}"
+                ) from None
+        raise AssertionError("unreachable: the last attempt returns or raises")

@@ -46,6 +46,27 @@ class Stack:
     dashboard: str
     prometheus: str
     workers: int
+    token: str = ""  # read from .env after scripts/up.sh, which generates it when missing
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """The bearer header Ray's APIs want (RAY_AUTH_MODE=token on every node)."""
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def ray_api(self, path: str) -> dict:
+        """GET a Ray dashboard API path (e.g. `/api/serve/applications/`), authenticated."""
+        resp = requests.get(f"{self.dashboard}{path}", headers=self.auth, timeout=30)
+        resp.raise_for_status()
+        return resp.json()
+
+    def serve_deploy(self, config: Path) -> None:
+        """`serve deploy` from this machine, as an operator would, with the stack's token."""
+        subprocess.run(
+            [str(Path(sys.executable).parent / "serve"), "deploy", str(config),
+             "--address", self.dashboard],
+            check=True,
+            env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token},
+        )  # fmt: skip
 
     def run(
         self, *args: str, check: bool = True, timeout: float = 600
@@ -93,9 +114,8 @@ class Stack:
         raise AssertionError(f"expected {count} healthy ray targets, got {targets}")
 
     def nodes(self) -> list[dict]:
-        resp = requests.get(f"{self.dashboard}/api/v0/nodes?limit=1000", timeout=30)
-        resp.raise_for_status()
-        return [n for n in resp.json()["data"]["result"]["result"] if n["state"] == "ALIVE"]
+        nodes = self.ray_api("/api/v0/nodes?limit=1000")["data"]["result"]["result"]
+        return [n for n in nodes if n["state"] == "ALIVE"]
 
 
 def start_locust(stack: Stack, csv_prefix: Path, *args: str) -> subprocess.Popen:
@@ -150,6 +170,7 @@ def stack(pytestconfig: pytest.Config) -> Iterator[Stack]:
     if up.returncode != 0:
         subprocess.run([str(ROOT / "scripts" / "down.sh")], cwd=ROOT)
         pytest.fail(f"scripts/up.sh exited {up.returncode}")
+    stack.token = env_file()["RAY_AUTH_TOKEN"]
     yield stack
     if os.environ.get("E2E_KEEP_STACK") != "1":
         subprocess.run([str(ROOT / "scripts" / "down.sh")], cwd=ROOT)

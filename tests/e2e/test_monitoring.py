@@ -145,7 +145,7 @@ def faults(stack: Stack, traffic: LocustRun) -> dict:
                 timeout=0.5,
             )
     # The Ray job asks Ray directly, so no Ray client is needed in this process.
-    client = JobSubmissionClient(stack.dashboard)
+    client = JobSubmissionClient(stack.dashboard, headers=stack.auth)
     job = client.submit_job(
         entrypoint="python ray_faults.py", runtime_env={"working_dir": str(JOBS)}
     )

@@ -4,7 +4,6 @@ proxy, healthchecks, scaling, Prometheus scraping, and a clean `down`. Runs in f
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -35,7 +34,7 @@ def test_head_and_workers_alive(stack: Stack) -> None:
 
 
 def test_serve_application_running(stack: Stack) -> None:
-    apps = requests.get(f"{stack.dashboard}/api/serve/applications/", timeout=30).json()
+    apps = stack.ray_api("/api/serve/applications/")
     app = apps["applications"]["models"]
     assert app["status"] == "RUNNING"
     assert set(app["deployments"]) == {"Router", "sentiment", "summarization", "embedding"}
@@ -117,7 +116,7 @@ def test_image_healthcheck_reports_healthy(stack: Stack) -> None:
 
 def test_model_replicas_not_on_head(stack: Stack) -> None:
     head = next(n["node_id"] for n in stack.nodes() if n["is_head_node"])
-    apps = requests.get(f"{stack.dashboard}/api/serve/applications/", timeout=30).json()
+    apps = stack.ray_api("/api/serve/applications/")
     for name in ("sentiment", "summarization", "embedding"):
         replicas = apps["applications"]["models"]["deployments"][name]["replicas"]
         assert replicas and all(r["node_id"] != head for r in replicas), (name, replicas)
@@ -190,20 +189,11 @@ def test_scale_adds_a_worker_that_takes_replicas(stack: Stack, tmp_path: Path) -
             deployment["autoscaling_config"]["min_replicas"] = 3
     path = tmp_path / "serve_config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    subprocess.run(
-        [
-            str(Path(sys.executable).parent / "serve"),
-            "deploy",
-            str(path),
-            "--address",
-            stack.dashboard,
-        ],
-        check=True,
-    )
+    stack.serve_deploy(path)
     deadline = time.monotonic() + 300
     on_new_node: list[str] = []
     while time.monotonic() < deadline:
-        app = requests.get(f"{stack.dashboard}/api/serve/applications/", timeout=30).json()
+        app = stack.ray_api("/api/serve/applications/")
         deployments = app["applications"]["models"]["deployments"]
         on_new_node = [
             name
