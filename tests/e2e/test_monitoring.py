@@ -195,22 +195,19 @@ def test_every_panel_of_every_dashboard_has_data(
     )
 
 
-def test_dashboard_renders_to_png_without_grafana(stack: Stack, traffic: LocustRun) -> None:
-    out = ROOT / "build" / "serving_autoscaling.png"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "render_dashboard.py"),
-            "--minutes",
-            "5",
-            "--prometheus",
-            stack.prometheus,
-            "--out",
-            str(out),
-        ],
+def render_from_prometheus(stack: Stack, script: str, out: Path) -> subprocess.CompletedProcess:
+    """Run scripts/<script> over the last 5 minutes of the stack's Prometheus, writing to `out`."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), "--minutes", "5",
+         "--prometheus", stack.prometheus, "--out", str(out)],
         capture_output=True,
         text=True,
-    )
+    )  # fmt: skip
+
+
+def test_dashboard_renders_to_png_without_grafana(stack: Stack, traffic: LocustRun) -> None:
+    out = ROOT / "build" / "serving_autoscaling.png"
+    result = render_from_prometheus(stack, "render_dashboard.py", out)
     assert result.returncode == 0, result.stdout + result.stderr
     drawn = [int(line.split()[0]) for line in result.stdout.splitlines() if "series" in line]
     assert drawn and min(drawn) > 0, result.stdout
@@ -221,20 +218,7 @@ def test_report_script_writes_png_and_html_from_real_series(
     stack: Stack, traffic: LocustRun
 ) -> None:
     out = ROOT / "build" / "report"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "report.py"),
-            "--minutes",
-            "5",
-            "--prometheus",
-            stack.prometheus,
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    result = render_from_prometheus(stack, "report.py", out)
     assert result.returncode == 0, result.stdout + result.stderr  # 1 when a panel is empty
     drawn = {
         line.split("series")[1].strip(): int(line.split()[0])
