@@ -31,7 +31,8 @@ COPY --from=deps /opt/venv /opt/venv
 COPY --chown=ray:ray serve/ /app/serve/
 COPY --chown=ray:ray scripts/ /app/scripts/
 COPY --chown=ray:ray loadtest/ /app/loadtest/
-USER ray
+# The `ray` user, numeric so that a runtime can verify it is not root.
+USER 1000:1000
 WORKDIR /app
 
 # Node health: this node's raylet is running and the cluster's GCS answers.

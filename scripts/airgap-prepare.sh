@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make scripts/up.sh work where no container registry or model hub is reachable (CI):
 #   1. a Debian-based Python 3.11 base image, built from Debian packages (debootstrap)
-#   2. a Prometheus image from Debian's `prometheus` package
+#   2. Prometheus and Redis images from Debian's `prometheus` and `redis-server` packages
 #   3. a wheelhouse of requirements.lock, so the Ray image builds without a package index
 #   4. architecture-faithful local models (scripts/make_test_models.py --size full)
 #   5. .env pointing compose at all of the above; Grafana (no such package) is left out
@@ -18,6 +18,7 @@ MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 CACHE=${AIRGAP_CACHE_DIR:-$HOME/.cache/ray-serve-cluster}
 PYTHON_IMAGE=ray-serve-cluster/python:3.11-bookworm
 PROMETHEUS_IMAGE=ray-serve-cluster/prometheus:2.42-bookworm
+REDIS_IMAGE=ray-serve-cluster/redis:7.0-bookworm
 WHEELS=$CACHE/wheels
 WHEELHOUSE=images/wheelhouse   # the copy inside the Docker build context
 MODELS=$CACHE/models/full
@@ -46,14 +47,17 @@ else
     - "$PYTHON_IMAGE" >/dev/null
 fi
 
-# 2. Prometheus image --------------------------------------------------------------------------
-if have_image "$PROMETHEUS_IMAGE"; then
-  log "2/5 $PROMETHEUS_IMAGE: present, kept"
-else
-  log "2/5 building $PROMETHEUS_IMAGE from Debian's prometheus package ..."
-  docker build --quiet --build-arg "BASE_IMAGE=$PYTHON_IMAGE" -t "$PROMETHEUS_IMAGE" \
-    -f images/prometheus-debian.Dockerfile images/ >/dev/null
-fi
+# 2. Prometheus and Redis images ----------------------------------------------------------------
+build_debian_image() {  # IMAGE DOCKERFILE PACKAGE
+  if have_image "$1"; then
+    log "2/5 $1: present, kept"
+  else
+    log "2/5 building $1 from Debian's $3 package ..."
+    docker build --quiet --build-arg "BASE_IMAGE=$PYTHON_IMAGE" -t "$1" -f "$2" images/ >/dev/null
+  fi
+}
+build_debian_image "$PROMETHEUS_IMAGE" images/prometheus-debian.Dockerfile prometheus
+build_debian_image "$REDIS_IMAGE" images/redis-debian.Dockerfile redis-server
 
 # 3. Wheelhouse --------------------------------------------------------------------------------
 want=$(sha256sum requirements.lock | cut -d' ' -f1)
@@ -84,5 +88,6 @@ set_env COMPOSE_FILE compose.yaml:compose.airgap.yaml
 set_env PYTHON_BASE_IMAGE "$PYTHON_IMAGE"
 set_env PIP_INSTALL_ARGS "--no-index --find-links /wheels"
 set_env PROMETHEUS_IMAGE "$PROMETHEUS_IMAGE"
+set_env REDIS_IMAGE "$REDIS_IMAGE"
 set_env MODELS_VOLUME "$MODELS"
 log "5/5 .env points compose at the local images, wheelhouse and models; Grafana is left out"

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 DASHBOARDS = ("default", "serve", "serve_deployment")
-SOURCE_DIR = "/tmp/ray/session_latest/metrics/grafana/dashboards"
+# Where Ray writes its dashboards, inside the head container (not a temp file of ours).
+SOURCE_DIR = "/tmp/ray/session_latest/metrics/grafana/dashboards"  # nosec B108
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 NOT_APPLICABLE = re.compile(r"gpu|_gram_|tpu|grpc|multiplex", re.IGNORECASE)
 

@@ -21,27 +21,31 @@ import yaml
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "merges.txt", "vocab.*"]
 
 
-def configured_models(config_path: Path) -> dict[str, str]:
-    """`{name: source}` for every model of every application built by `serve.app:build_app`."""
+def configured_models(config_path: Path) -> dict[str, tuple[str, str | None]]:
+    """`{name: (source, revision)}` for every model of every application built by
+    `serve.app:build_app`."""
     config = yaml.safe_load(config_path.read_text())
-    models: dict[str, str] = {}
+    models: dict[str, tuple[str, str | None]] = {}
     for app in config.get("applications", []):
         if app.get("import_path") != "serve.app:build_app":
             continue
         for name, spec in app.get("args", {}).get("models", {}).items():
-            models[name] = spec["source"]
+            models[name] = (spec["source"], spec.get("revision"))
     return models
 
 
-def fetch(name: str, source: str, target: Path) -> None:
+def fetch(name: str, source: str, revision: str | None, target: Path) -> None:
     if Path(source).is_dir():
         print(f"[models] {name}: copying {source} -> {target}", flush=True)
         shutil.copytree(source, target, dirs_exist_ok=True)
         return
     from huggingface_hub import snapshot_download
 
-    print(f"[models] {name}: downloading {source} -> {target}", flush=True)
-    snapshot_download(repo_id=source, local_dir=target, allow_patterns=ALLOW_PATTERNS)
+    at = f"@{revision}" if revision else " (default branch; set `revision` to pin it)"
+    print(f"[models] {name}: downloading {source}{at} -> {target}", flush=True)
+    snapshot_download(
+        repo_id=source, revision=revision, local_dir=target, allow_patterns=ALLOW_PATTERNS
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,14 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     if not models:
         print(f"[models] no models configured in {args.config}", file=sys.stderr)
         return 1
-    for name, source in models.items():
+    for name, (source, revision) in models.items():
         target = args.dest / name
         if (target / "config.json").is_file() and not args.force:
             print(f"[models] {name}: {target} already prepared, kept")
             continue
         target.mkdir(parents=True, exist_ok=True)
         try:
-            fetch(name, source, target)
+            fetch(name, source, revision, target)
         except Exception as exc:  # report which model failed, and how to work around it
             print(
                 f"[models] {name}: could not fetch {source!r}: {exc}\n"

@@ -30,6 +30,10 @@ ensure_env_file() {
     set_env RAY_AUTH_TOKEN "$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
     log "generated RAY_AUTH_TOKEN in .env"
   fi
+  if [ -z "$(env_value REDIS_PASSWORD)" ]; then
+    set_env REDIS_PASSWORD "$(python3 -c 'import secrets; print(secrets.token_hex(24))')"
+    log "generated REDIS_PASSWORD in .env"
+  fi
 }
 
 # Read KEY from .env (empty when unset).

@@ -57,6 +57,9 @@ class ModelSpec(Strict):
 
     task: Task
     source: str = Field(min_length=1)
+    # Hub commit (or tag) to fetch when `source` is a hub id, so a rebuild gets the same weights;
+    # None takes the hub's default branch.
+    revision: str | None = Field(default=None, min_length=1)
     max_input_tokens: int = Field(default=512, ge=8, le=4096)
     timeout_s: float | None = Field(default=None, gt=0)  # None: the app's inference_timeout_s
     generation: GenerationOptions | None = None

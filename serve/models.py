@@ -7,6 +7,7 @@ request.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -60,8 +61,11 @@ class _Base:
     def __init__(self, spec: ModelSpec, auto_class: Any, source: str | None = None) -> None:
         self.spec = spec
         self.source = source or spec.source
-        self.tokenizer = AutoTokenizer.from_pretrained(self.source)
-        self.model = auto_class.from_pretrained(self.source)
+        # A prepared directory is already the pinned revision; a hub id resolves `revision` from
+        # the local cache.
+        revision = None if Path(self.source).is_dir() else spec.revision
+        self.tokenizer = AutoTokenizer.from_pretrained(self.source, revision=revision)
+        self.model = auto_class.from_pretrained(self.source, revision=revision)
         self.model.eval()
         self.quantization_agreement: float | None = None
         if spec.quantize == "int8":

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 from tests.conftest import ROOT
 
@@ -137,6 +138,33 @@ def start_locust(stack: Stack, csv_prefix: Path, *args: str) -> subprocess.Popen
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def wait_until(predicate, timeout_s: float, every_s: float = 1) -> float | None:
+    """Seconds until `predicate()` held, or None after `timeout_s`. A failed HTTP call counts as
+    not yet: Ray's dashboard can be briefly unreachable while nodes come and go."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        try:
+            if predicate():
+                return time.monotonic() - started
+        except requests.RequestException:
+            pass
+        time.sleep(every_s)
+    return None
+
+
+def prometheus_value(stack: Stack, expr: str) -> float:
+    """The first sample of an instant query, 0 when it returns no series."""
+    resp = requests.get(f"{stack.prometheus}/api/v1/query", params={"query": expr}, timeout=30)
+    result = resp.json()["data"]["result"]
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+def deploy_config(stack: Stack, config: dict, path: Path) -> None:
+    """Write `config` to `path` and `serve deploy` it, as an operator would."""
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    stack.serve_deploy(path)
 
 
 def locust_totals(csv_prefix: Path) -> tuple[int, int, list[str]]:

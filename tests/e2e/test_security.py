@@ -13,7 +13,7 @@ from tests.e2e.conftest import Stack
 pytestmark = pytest.mark.e2e
 
 INTERNAL_PORTS = {
-    6379: "GCS",
+    6379: "GCS / Redis",
     8080: "metrics",
     44217: "autoscaler metrics",
     44227: "dashboard metrics",
@@ -63,3 +63,19 @@ def test_ray_containers_run_as_non_root(stack: Stack) -> None:
                 check=True,
             ).stdout.strip()
             assert uid != "0", f"{service} container {container} runs as root"
+
+
+def test_redis_refuses_clients_without_the_password(stack: Stack) -> None:
+    """Even from inside the network (a Ray node), the GCS's store wants REDIS_PASSWORD."""
+    probe = (
+        "import socket; s = socket.create_connection(('redis', 6379), timeout=5); "
+        "s.sendall(b'PING\\r\\n'); print(s.recv(200).decode())"
+    )
+    head = stack.containers("ray-head")[0]
+    reply = subprocess.run(
+        ["docker", "exec", head, "python3", "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert reply.startswith("-NOAUTH"), reply

@@ -182,3 +182,11 @@ def test_check_config_rejects_timeout_above_proxy_timeout(shipped: dict) -> None
     app_of(shipped)["args"]["models"]["summarization"]["timeout_s"] = 120
     with pytest.raises(ConfigError, match=r"args\.models\.summarization\.timeout_s"):
         check_config(shipped)
+
+
+def test_revision_pins_a_hub_source_and_must_not_be_empty() -> None:
+    spec = ModelSpec(task=Task.SENTIMENT, source="org/model", revision="714eb0f")
+    assert spec.revision == "714eb0f"
+    assert ModelSpec(task=Task.SENTIMENT, source="org/model").revision is None
+    with pytest.raises(ValidationError, match="revision"):
+        ModelSpec(task=Task.SENTIMENT, source="org/model", revision="")
