@@ -1,5 +1,6 @@
 """Reliability on the compose stack: a crashed worker node, an unhealthy replica, overload and a
-timeout lose no request that the client could not retry. Each test prints the figures it measured.
+timeout lose no request that the client could not retry, and a crashed head comes back with the
+same cluster and application. Each test prints the figures it measured.
 
 The module deploys one override for all of them, as an operator would with `serve deploy`: two
 sentiment replicas (one per worker, so one survives a worker), fault injection on, and a timeout no
