@@ -167,6 +167,27 @@ def test_locust_compose_service_drives_the_api(stack: Stack) -> None:
     assert "Aggregated" in result.stdout + result.stderr
 
 
+def test_locust_service_stops_cleanly(stack: Stack) -> None:
+    """`docker compose stop locust` ends Locust with its own shutdown (stop_signal SIGINT), not
+    with Docker's kill after the grace period."""
+    stack.run("--profile", "load", "up", "-d", "--no-deps", "locust")
+    try:
+        (container,) = stack.containers("locust")
+        time.sleep(10)  # Locust is up and serving its web UI
+        started = time.monotonic()
+        stack.run("--profile", "load", "stop", "-t", "30", "locust")
+        stopped_s = time.monotonic() - started
+        state = stack.inspect(container)["State"]
+        logs = subprocess.run(
+            ["docker", "logs", container], capture_output=True, text=True, check=True
+        )
+        assert state["ExitCode"] == 0, (state, (logs.stdout + logs.stderr)[-2000:])
+        assert "Shutting down" in logs.stdout + logs.stderr
+        assert stopped_s < 30, f"stop took {stopped_s:.0f} s: Locust ignored the stop signal"
+    finally:
+        stack.run("--profile", "load", "rm", "-f", "-s", "locust", check=False)
+
+
 def test_scale_adds_a_worker_that_takes_replicas(stack: Stack, tmp_path: Path) -> None:
     original = {n["node_id"] for n in stack.nodes() if not n["is_head_node"]}
     stack.run("up", "-d", "--no-recreate", "--scale", "ray-worker=3", "ray-worker")
