@@ -60,6 +60,10 @@ class Stack:
         resp.raise_for_status()
         return resp.json()
 
+    def serve_app(self, name: str = "models") -> dict:
+        """Serve's view of one application: status, deployments and their replicas."""
+        return self.ray_api("/api/serve/applications/")["applications"][name]
+
     def serve_deploy(self, config: Path) -> None:
         """`serve deploy` from this machine, as an operator would, with the stack's token."""
         subprocess.run(

@@ -50,8 +50,7 @@ REPLICA_START_S = 90
 
 
 def sentiment(stack: Stack) -> dict:
-    apps = stack.ray_api("/api/serve/applications/")
-    return apps["applications"]["models"]["deployments"]["sentiment"]
+    return stack.serve_app()["deployments"]["sentiment"]
 
 
 def running_replicas(stack: Stack) -> int:

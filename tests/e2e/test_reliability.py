@@ -45,11 +45,11 @@ RESTORE_LIMIT_S = 120
 
 
 def deployments(stack: Stack) -> dict:
-    return stack.ray_api("/api/serve/applications/")["applications"][APP]["deployments"]
+    return stack.serve_app(APP)["deployments"]
 
 
 def app_status(stack: Stack) -> str:
-    return stack.ray_api("/api/serve/applications/")["applications"][APP]["status"]
+    return stack.serve_app(APP)["status"]
 
 
 def running(stack: Stack, name: str) -> dict[str, str]:
@@ -274,7 +274,7 @@ def test_request_over_its_timeout_answers_504(stack: Stack, faulty: None) -> Non
 def test_head_restart_recovers_cluster_and_app_without_redeploy(stack: Stack, faulty: None) -> None:
     """Kill -9 the head: with the GCS's state in Redis, the restarted head takes back the same
     workers and the Serve application; measures how long the API did not answer."""
-    app_before = stack.ray_api("/api/serve/applications/")["applications"][APP]
+    app_before = stack.serve_app(APP)
     workers_before = {n["node_id"] for n in stack.nodes() if not n["is_head_node"]}
     head = stack.containers("ray-head")[0]
     before = stack.inspect(head)
@@ -326,7 +326,7 @@ def test_head_restart_recovers_cluster_and_app_without_redeploy(stack: Stack, fa
     )
     failed = [t for t, ok in probes if not ok and t >= crashed_at]
     downtime = (max(failed) - crashed_at) if failed else 0.0
-    app_after = stack.ray_api("/api/serve/applications/")["applications"][APP]
+    app_after = stack.serve_app(APP)
     workers_after = {n["node_id"] for n in stack.nodes() if not n["is_head_node"]}
     print(
         f"\nhead restart: API unavailable for {downtime:.1f} s ({len(failed)} of "

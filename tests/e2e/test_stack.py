@@ -12,7 +12,7 @@ import requests
 import yaml
 
 from tests.conftest import ROOT, SERVE_CONFIG
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, deploy_config
 
 pytestmark = pytest.mark.e2e
 
@@ -34,8 +34,7 @@ def test_head_and_workers_alive(stack: Stack) -> None:
 
 
 def test_serve_application_running(stack: Stack) -> None:
-    apps = stack.ray_api("/api/serve/applications/")
-    app = apps["applications"]["models"]
+    app = stack.serve_app()
     assert app["status"] == "RUNNING"
     assert set(app["deployments"]) == {"Router", "sentiment", "summarization", "embedding"}
 
@@ -116,9 +115,9 @@ def test_image_healthcheck_reports_healthy(stack: Stack) -> None:
 
 def test_model_replicas_not_on_head(stack: Stack) -> None:
     head = next(n["node_id"] for n in stack.nodes() if n["is_head_node"])
-    apps = stack.ray_api("/api/serve/applications/")
+    deployments = stack.serve_app()["deployments"]
     for name in ("sentiment", "summarization", "embedding"):
-        replicas = apps["applications"]["models"]["deployments"][name]["replicas"]
+        replicas = deployments[name]["replicas"]
         assert replicas and all(r["node_id"] != head for r in replicas), (name, replicas)
 
 
@@ -208,21 +207,19 @@ def test_scale_adds_a_worker_that_takes_replicas(stack: Stack, tmp_path: Path) -
             deployment["autoscaling_config"]["min_replicas"] = 2
         if deployment["name"] == "embedding":
             deployment["autoscaling_config"]["min_replicas"] = 3
-    path = tmp_path / "serve_config.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    stack.serve_deploy(path)
+    deploy_config(stack, config, tmp_path / "serve_config.yaml")
     deadline = time.monotonic() + 300
     on_new_node: list[str] = []
     while time.monotonic() < deadline:
-        app = stack.ray_api("/api/serve/applications/")
-        deployments = app["applications"]["models"]["deployments"]
+        app = stack.serve_app()
+        deployments = app["deployments"]
         on_new_node = [
             name
             for name, d in deployments.items()
             for r in d["replicas"]
             if r["state"] == "RUNNING" and r["node_id"] == new_node
         ]
-        if app["applications"]["models"]["status"] == "RUNNING" and on_new_node:
+        if app["status"] == "RUNNING" and on_new_node:
             break
         time.sleep(3)
     assert on_new_node, "no replica was placed on the new worker"
