@@ -42,6 +42,8 @@ class ModelDeployment:
         self.metrics = ModelMetrics(name)
         self.consecutive_failures = 0
         self.injected_fault: str | None = None
+        self.model_free = asyncio.Event()  # set while no batch is running; see predict()
+        self.model_free.set()
         started = time.perf_counter()
         self.source = resolve_source(name, spec, model_dir)
         self.model = load_model(spec, self.source)
@@ -61,12 +63,21 @@ class ModelDeployment:
         self.infer_batch.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
 
     async def predict(self, text: str) -> dict[str, Any]:
-        """One input in, one result out; concurrent calls are grouped into batches."""
+        """One input in, one result out; concurrent calls are grouped into batches.
+
+        Requests wait here while a batch runs and enter the batcher together once the model is
+        free. `serve.batch` closes its next batch `batch_wait_timeout_s` after that batch's first
+        request, even while the model is still busy, so without this gate a saturated replica
+        runs batches of whatever arrived in one short window (mostly 1-2 requests) instead of
+        everything that queued during the last forward pass (docs/benchmark.md).
+        """
+        await self.model_free.wait()
         return await self.infer_batch(text)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def infer_batch(self, texts: list[str]) -> list[dict[str, Any]]:
         started = time.perf_counter()
+        self.model_free.clear()
         try:
             # A worker thread keeps the replica's event loop free for queuing and health checks.
             results = await asyncio.to_thread(self.model.predict, texts)
@@ -74,6 +85,8 @@ class ModelDeployment:
             self.consecutive_failures += 1
             self.metrics.record_error(exc)
             raise
+        finally:
+            self.model_free.set()
         self.consecutive_failures = 0
         self.metrics.record_batch(texts, (time.perf_counter() - started) * 1000)
         return results

@@ -4,7 +4,8 @@ Closed loop (`--concurrency N`): N workers each send a request, wait for the ans
 Open loop (`--rate R`): a request starts every 1/R s whatever the answers do, which is how tail
 latency at a given share of saturation is measured. Either runs `--warmup` then `--seconds`; the
 answers that arrive in the measured window count (throughput = those / seconds). Prints one JSON
-object: requests, errors, rps and latency percentiles in ms. Only 127.0.0.1 is accepted.
+object: requests, errors, rps, latency percentiles in ms and this client's own CPU time per answer
+(it shares the cores with the server under test). Only 127.0.0.1 is accepted.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 class Recorder:
     def __init__(self, warmup: float, seconds: float) -> None:
         self.start = time.perf_counter()
+        self.cpu_start = time.process_time()
         self.measure_from = self.start + warmup
         self.stop_at = self.measure_from + seconds
         self.seconds = seconds
@@ -57,6 +59,7 @@ class Recorder:
 
     def summary(self, **params: float) -> dict:
         self.latencies.sort()
+        cpu = time.process_time() - self.cpu_start
         return {
             **params,
             "requests": len(self.latencies),
@@ -65,6 +68,7 @@ class Recorder:
             "rps": len(self.latencies) / self.seconds,
             "p50_ms": percentile(self.latencies, 0.50),
             "p99_ms": percentile(self.latencies, 0.99),
+            "client_cpu_ms_per_request": round(cpu * 1000 / max(self.answered, 1), 2),
         }
 
 

@@ -7,8 +7,11 @@ Measures saturation throughput and p50/p99 latency at fixed concurrency for
   d. FastAPI + uvicorn in one process,
   e. BentoML with adaptive batching (its own virtualenv),
 plus b with int8 quantization, b's tail latency at 70% of its saturation (open loop) and the
-no-op overhead through `/predict`. Load comes from scripts/benchmark/load.py in a separate process,
-to 127.0.0.1 only. Prints a table with the ratios and writes them to --out as JSON.
+no-op overhead through `/predict`. b runs on Serve's high-throughput path, as compose ships it
+(HAProxy ingress, direct gRPC between replicas); the seed (c) and a second measurement of b and of
+the no-op run on the classic proxy path, which is what the seed article deploys. Load comes from
+scripts/benchmark/load.py in a separate process, to 127.0.0.1 only. Prints a table with the ratios
+and writes them to --out as JSON.
 
     python scripts/benchmark/run.py --model-dir ~/.cache/ray-serve-cluster/models/full
 """
@@ -43,6 +46,9 @@ BENTO_LOCK = HERE / "requirements-bentoml.lock"
 HTTP_PORT = 18100
 DASHBOARD_PORT = 18365
 PEER_PORT = 18110
+# Serve's data path, read from the environment when Ray starts (compose.yaml sets the first).
+FAST_PATH = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+CLASSIC_PATH = {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
 VOCABULARY = (
     "the service was quick and friendly but the food arrived cold while our table waited "
     "for almost an hour before anyone noticed that the order had been lost somewhere in a "
@@ -136,6 +142,8 @@ def ray_cpu_seconds() -> dict[str, float]:
             role = "replica " + cmd.rsplit(":", 1)[-1].split()[0]
         elif cmd.startswith("ray::ProxyActor"):
             role = "proxy"
+        elif cmd.endswith("/haproxy"):  # the HTTP ingress with RAY_SERVE_ENABLE_HA_PROXY=1
+            role = "haproxy"
         elif cmd.startswith("ray::") or any(k in cmd for k in ("raylet", "gcs_server", "ray/")):
             role = "ray (other)"
         else:
@@ -163,6 +171,7 @@ def levels(
                 role: round((after[role] - before.get(role, 0.0)) * 1000 / run["answered"], 2)
                 for role in sorted(after)
             }
+            run["cpu_ms_per_request"]["load generator"] = run["client_cpu_ms_per_request"]
             log(f"    CPU ms per request: {run['cpu_ms_per_request']}")
         runs.append(run)
     best = max(runs, key=lambda r: r["rps"])
@@ -244,14 +253,18 @@ def noop_config(model_dir: Path) -> dict[str, Any]:
 
 
 class RayCluster:
-    """A one-node Ray cluster with all the cores; apps arrive by `serve deploy`, as in prod."""
+    """A one-node Ray cluster with all the cores; apps arrive by `serve deploy`, as in prod.
+    `env` (Serve's data-path switches) reaches every Ray process started here."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, env: dict[str, str]) -> None:
         import ray
 
+        os.environ.update(env)
         os.environ["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(ROOT), str(HERE), os.environ.get("PYTHONPATH", "")) if p
         )
+        # A replaced ingress replica drains for 30 s by default; nothing is in flight here.
+        os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "1"
         self.work = work
         ray.init(
             num_cpus=os.cpu_count(),
@@ -360,11 +373,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--replicas", type=int, default=os.cpu_count(), help="sentiment replicas in b (1 CPU each)"
     )
-    parser.add_argument(
-        "--throughput-optimized",
-        action="store_true",
-        help="start Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (direct ingress, no proxy hop)",
-    )
     parser.add_argument("--skip", default="", help="comma-separated: d,e,int8 ...")
     parser.add_argument("--bento-venv", type=Path, default=cache / "bentoml-venv")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "benchmark" / "results.json")
@@ -439,18 +447,20 @@ def main(argv: list[str] | None = None) -> int:
 
         step(results, "e_bentoml", bento)
 
-    if args.throughput_optimized:
-        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
-    results["ray_serve_throughput_optimized"] = args.throughput_optimized
-    cluster = RayCluster(work)
+    url = f"http://127.0.0.1:{HTTP_PORT}"
+    results["serve_paths"] = {"fast": FAST_PATH, "classic": CLASSIC_PATH}
+    cluster = RayCluster(work, FAST_PATH)
+
+    def ours(concurrency: list[int] | None = None, **spec: Any) -> dict:
+        cluster.deploy("ours", ours_config(args.model_dir, args.replicas, **spec))
+        return levels(f"{url}/predict", ours_bodies, args, True, concurrency)
+
+    def noop(concurrency: list[int]) -> dict:
+        cluster.deploy("noop", noop_config(args.model_dir))
+        return levels(f"{url}/predict", ours_bodies, args, True, concurrency)
+
     try:
-        log(f"b. this project: proxy -> Router -> sentiment x{args.replicas} (fp32)")
-        url = f"http://127.0.0.1:{HTTP_PORT}"
-
-        def ours(**spec: Any) -> dict:
-            cluster.deploy("ours", ours_config(args.model_dir, args.replicas, **spec))
-            return levels(f"{url}/predict", ours_bodies, args, profile=True)
-
+        log(f"b. this project: HAProxy -> Router -> sentiment x{args.replicas} (fp32)")
         step(results, "b_ours", ours)
         sat = results["b_ours"].get("saturation_rps")
         if sat:
@@ -468,14 +478,19 @@ def main(argv: list[str] | None = None) -> int:
             )
         if "int8" not in skip:
             log("b with int8 dynamic quantization")
-            step(results, "b_ours_int8", lambda: ours(quantize="int8"))
-        log("no-op: proxy -> Router -> a deployment that does no work")
+            step(results, "b_ours_int8", lambda: ours(args.levels[1:], quantize="int8"))
+        log("no-op: HAProxy -> Router -> a deployment that does no work")
+        step(results, "noop", lambda: noop([1, 16]))
+    finally:
+        cluster.close()
 
-        def noop() -> dict:
-            cluster.deploy("noop", noop_config(args.model_dir))
-            return levels(f"{url}/predict", ours_bodies, args, profile=True, concurrency=[1, 16])
-
-        step(results, "noop", noop)
+    log("the classic proxy path: Serve's proxy actor, Ray actor calls between replicas")
+    cluster = RayCluster(work, CLASSIC_PATH)
+    try:
+        log("b on the classic path, at its busiest level")
+        step(results, "b_ours_classic", lambda: ours(args.levels[-1:]))
+        log("no-op on the classic path")
+        step(results, "noop_classic", lambda: noop([1]))
         log("c. the seed article's deployment (2 replicas, no batching)")
 
         def seed() -> dict:
@@ -505,15 +520,21 @@ def main(argv: list[str] | None = None) -> int:
         "b/d": ratio(b, d),
         "b/e": ratio(b, e),
         "b/max(d,e)": ratio(b, max(filter(None, (d, e)), default=None)),
+        "b/b_classic": ratio(b, sat.get("b_ours_classic")),
     }
     open_loop = results.get("b_ours_70pct", {})
     results["tail_at_70pct"] = ratio(open_loop.get("p99_ms"), open_loop.get("p50_ms"))
-    results["noop_p50_ms"] = (results.get("noop", {}).get("levels") or [{}])[0].get("p50_ms")
+    for key in ("noop", "noop_classic"):
+        results[f"{key}_p50_ms"] = (results.get(key, {}).get("levels") or [{}])[0].get("p50_ms")
     results["wall_s"] = round(time.perf_counter() - started)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results, args.levels)
     log(f"results: {args.out} ({results['wall_s']} s)")
     return 0
+
+
+def cell(level: dict | None) -> str:
+    return f"{level['rps']:.1f} / {level['p50_ms']:.0f} / {level['p99_ms']:.0f}" if level else "-"
 
 
 def print_table(results: dict, levels_: list[int]) -> None:
@@ -525,10 +546,12 @@ def print_table(results: dict, levels_: list[int]) -> None:
         ("a. mixed lengths, padded to longest", "a_mixed_padded"),
         ("b. this project", "b_ours"),
         ("b. this project, int8", "b_ours_int8"),
+        ("b. this project, classic proxy path", "b_ours_classic"),
         ("c. seed article", "c_seed"),
         ("d. FastAPI + uvicorn", "d_fastapi"),
         ("e. BentoML", "e_bentoml"),
         ("no-op deployment behind the Router", "noop"),
+        ("no-op, classic proxy path", "noop_classic"),
     ]
     head = " | ".join(f"c={c} rps / p50 / p99 ms" for c in levels_)
     print(f"\n| system | saturation rps | {head} |")
@@ -542,14 +565,14 @@ def print_table(results: dict, levels_: list[int]) -> None:
         elif "seq_per_s" in r:
             print(f"| {label} | {r['seq_per_s']:.1f} seq/s |" + " - |" * len(levels_))
         else:
-            cells = " | ".join(
-                f"{x['rps']:.1f} / {x['p50_ms']:.0f} / {x['p99_ms']:.0f}" for x in r["levels"]
-            )
+            at = {x["concurrency"]: x for x in r["levels"]}
+            cells = " | ".join(cell(at.get(c)) for c in levels_)
             print(f"| {label} | {r['saturation_rps']:.1f} | {cells} |")
     print("\nratios: " + ", ".join(f"{k} = {v}" for k, v in results["ratios"].items()))
     print(
         f"p99/p50 at 70% of b's saturation: {results['tail_at_70pct']}; "
-        f"no-op p50 through /predict: {results['noop_p50_ms']} ms\n"
+        f"no-op p50 through /predict: {results['noop_p50_ms']} ms "
+        f"(classic proxy path: {results['noop_classic_p50_ms']} ms)\n"
     )
 
 

@@ -222,7 +222,7 @@ def test_unhealthy_replica_is_replaced_under_load(
 
 
 def test_overload_answers_503_with_retry_after_quickly(stack: Stack, faulty: None) -> None:
-    """More concurrent requests than the sentiment replicas admit (2 x (16 running + 64 queued)):
+    """More concurrent requests than sentiment admits (2 replicas x 64 + 32 queued in the Router):
     the excess is refused at once with 503 + Retry-After, and no request waits past its timeout."""
     timeout_s = yaml.safe_load(SERVE_CONFIG.read_text())["applications"][0]["args"][
         "inference_timeout_s"

@@ -94,7 +94,7 @@ def test_models_lists_live_settings(api: str) -> None:
     assert models["summarization"]["task"] == "summarization"
     assert models["embedding"]["batching"]["max_batch_size"] == 16
     assert models["sentiment"]["autoscaling"]["min_replicas"] == 2
-    assert models["sentiment"]["max_ongoing_requests"] == 16
+    assert models["sentiment"]["max_ongoing_requests"] == 64
 
 
 def test_openapi_and_docs_served(api: str) -> None:
