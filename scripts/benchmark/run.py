@@ -128,23 +128,32 @@ def load(url: str, bodies: Path, warmup: float, seconds: float, **mode: float) -
 
 def ray_cpu_seconds() -> dict[str, float]:
     """CPU seconds so far of this machine's Ray processes, by role (Serve names its actors'
-    processes `ray::ProxyActor`, `ray::ServeReplica:<app>:<deployment>`, ...)."""
+    processes `ray::ProxyActor`, `ray::ServeReplica:<app>:<deployment>`, ...; the rest are
+    named by executable or script: `ray raylet`, `ray gcs_server`, `ray dashboard`, ...)."""
     import psutil
 
     totals: dict[str, float] = {}
     for proc in psutil.process_iter(["cmdline", "name"]):
         try:
-            cmd = (proc.info["cmdline"] or [proc.info["name"] or ""])[0]
+            cmdline = proc.info["cmdline"] or [proc.info["name"] or ""]
             times = proc.cpu_times()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, IndexError):
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
+        cmd = cmdline[0]
+        script = next((a for a in cmdline[1:] if "/ray/" in a and a.endswith(".py")), None)
         if cmd.startswith("ray::ServeReplica:"):
-            role = "replica " + cmd.rsplit(":", 1)[-1].split()[0]
+            role = "replica " + cmd.rsplit(":", 1)[-1].split()[0].split(".")[0]
         elif cmd.startswith("ray::ProxyActor"):
             role = "proxy"
         elif cmd.endswith("/haproxy"):  # the HTTP ingress with RAY_SERVE_ENABLE_HA_PROXY=1
             role = "haproxy"
-        elif cmd.startswith("ray::") or any(k in cmd for k in ("raylet", "gcs_server", "ray/")):
+        elif cmd.startswith("ray::"):
+            role = "ray " + cmd[5:].split()[0].split(".")[0]
+        elif cmd.endswith(("/raylet", "/gcs_server")):
+            role = "ray " + Path(cmd).name
+        elif script:
+            role = "ray " + Path(script).stem
+        elif any("/ray/" in arg for arg in cmdline):
             role = "ray (other)"
         else:
             continue
@@ -369,7 +378,10 @@ def main(argv: list[str] | None = None) -> int:
         help="closed-loop concurrency levels",
     )
     parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per level")
+    parser.add_argument(
+        "--raw-seconds", type=float, default=6.0, help="seconds per in-process (a) measurement"
+    )
     parser.add_argument(
         "--replicas", type=int, default=os.cpu_count(), help="sentiment replicas in b (1 CPU each)"
     )
@@ -390,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"cpus": os.cpu_count(), "texts": len(texts)}
 
     log("a. raw in-process batched inference")
-    step(results, "a_raw", lambda: raw_throughput(args.model_dir, texts, args.seconds, 32))
+    step(results, "a_raw", lambda: raw_throughput(args.model_dir, texts, args.raw_seconds, 32))
     if "buckets" not in skip:
         log("length bucketing on mixed lengths (4 to 120 words), batch 16, on and off")
         mixed = [t for n in (4, 8, 16, 30, 60, 120) for t in make_texts(16, words=n, seed=n)]
@@ -400,14 +412,14 @@ def main(argv: list[str] | None = None) -> int:
                 results,
                 key,
                 lambda on=on: raw_throughput(
-                    args.model_dir, mixed, args.seconds, 16, bucket_by_length=on
+                    args.model_dir, mixed, args.raw_seconds, 16, bucket_by_length=on
                 ),
             )
     if "int8" not in skip:
         step(
             results,
             "a_raw_int8",
-            lambda: raw_throughput(args.model_dir, texts, args.seconds, 32, quantize="int8"),
+            lambda: raw_throughput(args.model_dir, texts, args.raw_seconds, 32, quantize="int8"),
         )
 
     if "d" not in skip:
@@ -503,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # The machine is shared: the limit is measured again at the end and the two are averaged.
     log("a. raw in-process batched inference, again")
-    step(results, "a_raw_end", lambda: raw_throughput(args.model_dir, texts, args.seconds, 32))
+    step(results, "a_raw_end", lambda: raw_throughput(args.model_dir, texts, args.raw_seconds, 32))
     sat = {k: v.get("saturation_rps") for k, v in results.items() if isinstance(v, dict)}
     raws = [results[k].get("seq_per_s") for k in ("a_raw", "a_raw_end")]
     raw = sum(filter(None, raws)) / len(raws) if all(raws) else None

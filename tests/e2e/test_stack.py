@@ -64,6 +64,26 @@ def test_ray_healthz_through_proxy(stack: Stack) -> None:
     assert requests.get(f"{stack.api}/-/routes", timeout=30).json() == {"/": "models"}
 
 
+def test_http_ingress_is_haproxy(stack: Stack) -> None:
+    """compose turns on Serve's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1): an HAProxy process
+    runs on the head, where the API port is published."""
+    (head,) = stack.containers("ray-head")
+    probe = (
+        "import pathlib\n"
+        "found = 0\n"
+        "for cmdline in pathlib.Path('/proc').glob('[0-9]*/cmdline'):\n"
+        "    try:\n"
+        "        found += cmdline.read_bytes().split(b'\\0')[0].endswith(b'/haproxy')\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "print(found)\n"
+    )
+    out = subprocess.run(
+        ["docker", "exec", head, "python3", "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert int(out.stdout) >= 1, out
+
+
 @pytest.mark.parametrize(
     ("path", "body", "status", "code"),
     [
