@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
+from ray import serve
 from ray.util.state import list_actors
 
+from serve.config import ModelSpec
+from serve.deployments import ModelDeployment
+from serve.models import TextModel
 from tests.integration.conftest import APP, LocalCluster
 from tests.integration.metrics import batches_larger_than, histogram_buckets
 
@@ -98,3 +104,58 @@ def test_user_config_batch_size_change_is_live(cluster: LocalCluster, api: str) 
     finally:
         embedding["user_config"]["max_batch_size"] = 16
         cluster.deploy(config)
+
+
+class SlowForwardPass:
+    """The real tiny model, with forward passes slow enough to queue behind; records batch sizes."""
+
+    def __init__(self, model: TextModel, seconds: float) -> None:
+        self.model = model
+        self.seconds = seconds
+        self.sizes: list[int] = []
+
+    def predict(self, texts: list[str]) -> list[dict[str, Any]]:
+        self.sizes.append(len(texts))
+        time.sleep(self.seconds)
+        return self.model.predict(texts)
+
+    def probe(self) -> None:
+        self.model.probe()
+
+
+class SlowSentiment(ModelDeployment):
+    def __init__(self, spec: ModelSpec, model_dir: str) -> None:
+        super().__init__("sentiment", spec, model_dir)
+        self.model = SlowForwardPass(self.model, seconds=1.0)
+
+    def batch_sizes(self) -> list[int]:
+        return self.model.sizes
+
+
+def test_batch_takes_what_queued_while_the_model_ran(
+    cluster: LocalCluster, tiny_models: Path
+) -> None:
+    """Seven requests arrive 30 ms apart while a 1 s forward pass runs. `serve.batch` alone would
+    close a batch 10 ms after each of them (seven batches of one); the replica holds them until
+    the model is free, and they run as one batch."""
+    deployment = serve.deployment(SlowSentiment).options(
+        name="slow",
+        ray_actor_options={"num_cpus": 0},
+        max_ongoing_requests=64,
+        user_config={"max_batch_size": 8, "batch_wait_timeout_s": 0.01},
+    )
+    spec = ModelSpec(task="sentiment", source="sentiment")
+    handle = serve.run(
+        deployment.bind(spec, str(tiny_models)), name="slow-batches", route_prefix=None
+    )
+    try:
+        responses = [handle.predict.remote("the first request")]
+        time.sleep(0.1)  # its batch is running
+        for i in range(7):
+            responses.append(handle.predict.remote(f"request {i} while the model runs"))
+            time.sleep(0.03)
+        assert all(r.result(timeout_s=60)["label"] for r in responses)
+        sizes = handle.batch_sizes.remote().result(timeout_s=30)
+    finally:
+        serve.delete("slow-batches")
+    assert sizes == [1, 7], sizes
