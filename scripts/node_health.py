@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 
-def raylet_running() -> bool:
+def process_running(executable: bytes) -> bool:
+    """Whether a process on this host was started from a path containing `executable`."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
@@ -20,13 +21,13 @@ def raylet_running() -> bool:
             cmdline = (proc / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"/raylet" in cmdline.split(b"\0")[0]:
+        if executable in cmdline.split(b"\0")[0]:
             return True
     return False
 
 
 def main() -> int:
-    if not raylet_running():
+    if not process_running(b"/raylet"):
         print("unhealthy: no raylet process on this node")
         return 1
     address = os.environ.get("RAY_HEAD_ADDRESS", "127.0.0.1:6379")

@@ -68,20 +68,14 @@ def test_http_ingress_is_haproxy(stack: Stack) -> None:
     """compose turns on Serve's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1): an HAProxy process
     runs on the head, where the API port is published."""
     (head,) = stack.containers("ray-head")
-    probe = (
-        "import pathlib\n"
-        "found = 0\n"
-        "for cmdline in pathlib.Path('/proc').glob('[0-9]*/cmdline'):\n"
-        "    try:\n"
-        "        found += cmdline.read_bytes().split(b'\\0')[0].endswith(b'/haproxy')\n"
-        "    except OSError:\n"
-        "        pass\n"
-        "print(found)\n"
-    )
+    probe = "import node_health; print(node_health.process_running(b'/haproxy'))"
     out = subprocess.run(
-        ["docker", "exec", head, "python3", "-c", probe], capture_output=True, text=True, check=True
+        ["docker", "exec", "-w", "/app/scripts", head, "python3", "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
     )
-    assert int(out.stdout) >= 1, out
+    assert out.stdout.strip() == "True", out
 
 
 @pytest.mark.parametrize(
