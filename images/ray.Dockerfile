@@ -2,14 +2,15 @@
 #
 #   docker build -f images/ray.Dockerfile -t ray-serve-cluster/ray .
 #
-# BASE_IMAGE defaults to the official Python 3.11 slim image. Where no registry is reachable,
-# scripts/airgap-prepare.sh builds a Debian-based stand-in and a wheelhouse, and sets both args.
+# BASE_IMAGE defaults to the official Python 3.11 slim image; the lock file names the PyTorch CPU
+# wheel index itself. Where no registry is reachable, scripts/airgap-prepare.sh builds a
+# Debian-based stand-in and a wheelhouse, and sets both args.
 ARG BASE_IMAGE=python:3.11-slim
 
 # Dependencies from the lock file, in a stage of their own so the final image carries neither the
 # wheelhouse nor pip's cache, and code changes don't reinstall them.
 FROM ${BASE_IMAGE} AS deps
-ARG PIP_INSTALL_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"
+ARG PIP_INSTALL_ARGS=""
 COPY requirements.lock /tmp/requirements.lock
 COPY images/wheelhouse/ /wheels/
 RUN python3 -m venv /opt/venv \
@@ -30,6 +31,7 @@ RUN useradd --create-home --uid 1000 --shell /bin/bash ray \
 COPY --from=deps /opt/venv /opt/venv
 COPY --chown=ray:ray serve/ /app/serve/
 COPY --chown=ray:ray scripts/ /app/scripts/
+COPY --chown=ray:ray images/node_health.py images/stack_secrets.py /app/images/
 COPY --chown=ray:ray loadtest/ /app/loadtest/
 # The `ray` user, numeric so that a runtime can verify it is not root.
 USER 1000:1000

@@ -1,7 +1,15 @@
 """Locust's live stats as Prometheus metrics, so load and replicas share one time axis in Grafana.
 
-Started on the master (or a local run) at `--exporter-port` (LOCUST_EXPORTER_PORT, default 9646;
-0 disables it). Values are read from Locust's stats at scrape time by a prometheus-client collector:
+Started on the master (or a local run) at `--exporter-host`:`--exporter-port`
+(LOCUST_EXPORTER_HOST, default 127.0.0.1: this machine only; LOCUST_EXPORTER_PORT, default 9646;
+0 disables it). The compose `locust` service binds 0.0.0.0 inside its container, where the stack's
+Prometheus reaches it. A Locust on the host is scraped at `host.docker.internal:9646`, the Docker
+bridge's gateway address, so bind the exporter to that address, which is still not the outside
+network:
+
+    locust --exporter-host $(docker network inspect bridge -f '{{(index .IPAM.Config 0).Gateway}}')
+
+Values are read from Locust's stats at scrape time by a prometheus-client collector:
 
 - `locust_users`: running users
 - `locust_requests_total`, `locust_failures_total`: per request name and method (counters)
@@ -14,15 +22,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
+from gevent.pywsgi import WSGIServer
 from locust import events
 from locust.env import Environment
 from locust.runners import WorkerRunner
-from prometheus_client import start_http_server
+from prometheus_client import make_wsgi_app
 from prometheus_client.core import REGISTRY, CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 logger = logging.getLogger(__name__)
 QUANTILES = (0.5, 0.95, 0.99)
+DEFAULT_HOST = "127.0.0.1"
 
 
 class LocustCollector(Collector):
@@ -73,6 +83,12 @@ def add_exporter_option(parser) -> None:
         env_var="LOCUST_EXPORTER_PORT",
         help="Port of the Prometheus exporter of Locust's stats (0: off)",
     )
+    parser.add_argument(
+        "--exporter-host",
+        default=DEFAULT_HOST,
+        env_var="LOCUST_EXPORTER_HOST",
+        help="Address the exporter binds to (default 127.0.0.1; 0.0.0.0: all interfaces)",
+    )
 
 
 @events.init.add_listener
@@ -80,6 +96,11 @@ def start_exporter(environment: Environment, **_: object) -> None:
     port = getattr(environment.parsed_options, "exporter_port", 0)
     if not port or isinstance(environment.runner, WorkerRunner):
         return
+    # An empty value (compose's `${VAR:-}`) keeps the local default rather than all interfaces.
+    host = getattr(environment.parsed_options, "exporter_host", "") or DEFAULT_HOST
     REGISTRY.register(LocustCollector(environment))
-    start_http_server(port)
-    logger.info("Prometheus exporter of Locust stats on :%d/metrics", port)
+    # gevent's server, as Locust's web UI uses, rather than prometheus_client's start_http_server:
+    # a Ctrl+C (SIGINT, compose's stop signal) that lands while a scrape is being served then
+    # still reaches Locust's shutdown; the wsgiref handler behind start_http_server swallows it.
+    WSGIServer((host, port), make_wsgi_app(), log=None).start()
+    logger.info("Prometheus exporter of Locust stats on %s:%d/metrics", host, port)

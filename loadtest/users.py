@@ -1,8 +1,9 @@
 """Locust users for the API: one per model, realistic short and long texts.
 
-    locust -f loadtest/                          # web UI on http://127.0.0.1:8089
+    locust                                       # web UI on http://127.0.0.1:8089 (locust.conf)
     locust -f loadtest/ --headless -u 20 -r 2 -t 5m --csv build/run --html build/run.html
 
+Without `--host` (or LOCUST_HOST) the users load http://127.0.0.1:<API_PORT> (api_target.py).
 Task weights come from environment variables (`LOCUST_WEIGHT_SENTIMENT`, `..._SUMMARIZATION`,
 `..._EMBEDDING`); a weight of 0 leaves that model out.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 
+from api_target import default_host  # locust -f loadtest/ puts this folder on sys.path
 from locust import FastHttpUser, between, task
 
 SHORT_TEXTS = [
@@ -44,7 +46,7 @@ class ApiUser(FastHttpUser):
     """Shared request logic: POST /predict and fail on anything but a well-formed 200."""
 
     abstract = True
-    host = os.environ.get("LOCUST_HOST", "http://localhost:8000")
+    host = default_host()  # Locust's fallback when neither --host nor LOCUST_HOST is given
     wait_time = between(0.1, 0.5)
     # Above the API's own timeouts (75 s for summarization, proxy 90 s), so a slow answer is
     # reported as the server's 504 rather than a client-side disconnect.

@@ -67,8 +67,9 @@ if [ -f "$wheels/.done" ]; then
 else
   log "3/5 downloading the wheels of requirements.lock into $wheels ..."
   mkdir -p "$wheels"
+  pip_offline_cpu_index
   python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
-    -r requirements.lock -d "$wheels" 2> >(grep -v '^WARNING: Location' >&2)
+    -r requirements.lock -d "$wheels" 2> >(pip_noise)
   touch "$wheels/.done"
 fi
 # Into the Docker build context; hard links where possible, so no extra space.

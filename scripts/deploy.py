@@ -4,8 +4,9 @@ The compose stack's `serve-deploy` step; also usable by hand against any cluster
 
     python scripts/deploy.py --config serve/serve_config.yaml --address http://127.0.0.1:8265
 
-Exits 0 when all applications are RUNNING, 1 when one fails to deploy or the timeout passes, each
-time printing the status of every deployment.
+Exits 0 when every application of the file is RUNNING with the config of the file (an application
+restored from the GCS's Redis with an older config does not count), 1 when one fails to deploy or
+the timeout passes, each time printing the status of every deployment.
 """
 
 from __future__ import annotations
@@ -57,7 +58,29 @@ def summarize(apps: dict) -> str:
     return "; ".join(parts) or "no applications yet"
 
 
-def follow(address: str, expected: int, deadline: float) -> int:
+def expected_apps(config_path: str) -> dict[str, dict]:
+    """Each application of the file, as Ray's schema reads it: the fields the file sets."""
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    with open(config_path) as f:
+        schema = ServeDeploySchema.model_validate(yaml.safe_load(f))
+    return {app.name: app.model_dump(exclude_unset=True) for app in schema.applications}
+
+
+def runs_config(app: dict, expected: dict) -> bool:
+    """Whether Serve's application `app` (REST API) was deployed with every field of `expected`
+    (Serve adds the file's top-level settings, such as `logging_config`, to each application)."""
+    from ray.serve.schema import ServeApplicationSchema
+
+    deployed = app.get("deployed_app_config")
+    if not deployed:
+        return False
+    current = ServeApplicationSchema.model_validate(deployed).model_dump(exclude_unset=True)
+    return all(current.get(key) == value for key, value in expected.items())
+
+
+def follow(address: str, expected: dict[str, dict], deadline: float) -> int:
     last = ""
     while time.monotonic() < deadline:
         try:
@@ -66,18 +89,23 @@ def follow(address: str, expected: int, deadline: float) -> int:
             log(f"status not available yet: {exc}")
             time.sleep(3)
             continue
-        summary = summarize(apps)
+        current = {
+            name: runs_config(apps[name], cfg) for name, cfg in expected.items() if name in apps
+        }
+        summary = summarize(apps) + "".join(
+            f"; {name}: previous config still deployed" for name, ok in current.items() if not ok
+        )
         if summary != last:
             log(summary)
             last = summary
-        statuses = [app.get("status") for app in apps.values()]
-        if len(statuses) >= expected and all(s == "RUNNING" for s in statuses):
-            log("all applications RUNNING")
-            return 0
-        for name, app in apps.items():
-            if app.get("status") == "DEPLOY_FAILED":
-                log(f"application {name!r} failed to deploy: {app.get('message', '')}")
-                return 1
+        if len(current) == len(expected) and all(current.values()):
+            if all(apps[name].get("status") == "RUNNING" for name in expected):
+                log("all applications RUNNING with this config")
+                return 0
+            for name in expected:
+                if apps[name].get("status") == "DEPLOY_FAILED":
+                    log(f"application {name!r} failed to deploy: {apps[name].get('message', '')}")
+                    return 1
         time.sleep(3)
     log(f"timed out; last status: {last}")
     return 1
@@ -101,11 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     if subprocess.run(["serve", "deploy", args.config, "--address", args.address]).returncode:
         log("serve deploy failed")
         return 1
-    import yaml
-
-    with open(args.config) as f:
-        expected = len(yaml.safe_load(f).get("applications", []))
-    return follow(args.address, expected, deadline)
+    return follow(args.address, expected_apps(args.config), deadline)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Remove everything scripts/up.sh started: containers, the network and the volumes (models fetched
-# into the `models` volume are fetched again next time). Built images are kept as build cache.
+# Remove everything the stack started, in every profile (the optional `locust` and, on air-gapped
+# machines, `grafana`): containers, the network and the volumes (the secrets, the GCS state in
+# Redis, Prometheus's data; models fetched into the `models` volume are fetched again next time).
+# Built images are kept as build cache. `docker compose down` without `-v` keeps the volumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LOG_TAG=down
@@ -8,4 +10,4 @@ source scripts/lib.sh
 
 ensure_env_file
 log "removing the stack's containers, network and volumes ..."
-compose --profile grafana down --volumes --remove-orphans --timeout 30
+compose --profile load --profile grafana down --volumes --remove-orphans --timeout 30

@@ -15,26 +15,33 @@ compose() {
   fi
 }
 
-# Create .env from .env.example on first use (compose reads it for every variable), with a random
-# Grafana admin password and Ray auth token unless they are set.
+# Create .env from .env.example on first use (compose reads it for every variable), readable by
+# this user only: it may hold secrets. Secrets left empty there are generated inside the stack.
 ensure_env_file() {
   if [ ! -f .env ]; then
-    cp .env.example .env
-    log "created .env from .env.example (edit it to change ports, workers, passwords)"
+    (umask 077 && cp .env.example .env)
+    log "created .env from .env.example (edit it to change ports, workers, images)"
   fi
-  if [ -z "$(env_value GRAFANA_ADMIN_PASSWORD)" ]; then
-    set_env GRAFANA_ADMIN_PASSWORD "$(python3 -c 'import secrets; print(secrets.token_urlsafe(18))')"
-    log "generated GRAFANA_ADMIN_PASSWORD in .env"
-  fi
-  if [ -z "$(env_value RAY_AUTH_TOKEN)" ]; then
-    set_env RAY_AUTH_TOKEN "$(python3 -c 'import secrets; print(secrets.token_hex(32))')"
-    log "generated RAY_AUTH_TOKEN in .env"
-  fi
-  if [ -z "$(env_value REDIS_PASSWORD)" ]; then
-    set_env REDIS_PASSWORD "$(python3 -c 'import secrets; print(secrets.token_hex(24))')"
-    log "generated REDIS_PASSWORD in .env"
+  chmod go-rwx .env
+}
+
+# The stack's Ray token, as the secrets service stored it (the head must be running).
+stack_token() {
+  compose exec -T ray-head cat /run/secrets/ray_auth_token
+}
+
+# Where PyTorch's CPU wheel index (named in the lock files) cannot be reached, as on machines with
+# only a PyPI mirror, pip would retry it five times per package: let it fail over at once instead.
+pip_offline_cpu_index() {
+  if ! python3 -c 'import urllib.request as u; u.urlopen("https://download.pytorch.org/whl/cpu/", timeout=5)' \
+      >/dev/null 2>&1; then
+    export PIP_RETRIES=0
+    log "download.pytorch.org is not reachable: pip takes torch from the other configured indexes"
   fi
 }
+
+# pip's warnings about indexes and find-links folders this machine lacks, filtered from stderr.
+pip_noise() { grep -v -E '^WARNING: (Location|Retrying)|download\.pytorch\.org' >&2; }
 
 # Read KEY from .env (empty when unset).
 env_value() {
@@ -59,9 +66,10 @@ ensure_venv() {
   local venv=${VENV:-.venv}
   if [ ! -x "$venv/bin/python" ] || ! cmp -s requirements-dev.lock "$venv/.installed-lock"; then
     log "installing requirements-dev.lock into $venv ..."
+    pip_offline_cpu_index
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r requirements-dev.lock \
-      2> >(grep -v '^WARNING: Location' >&2)
+      2> >(pip_noise)
     cp requirements-dev.lock "$venv/.installed-lock"
   fi
 }

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Bring the stack up and return only when every node joined and the Serve application is RUNNING.
+# Bring the stack up and return only when every node joined and serve-deploy applied the current
+# Serve config, RUNNING. The convenient path: plain `docker compose up -d` starts the same stack.
 #   scripts/up.sh [--workers N] [--timeout SECONDS]
-# Exits non-zero, naming what is not ready, otherwise. Uses `docker compose` or `docker-compose`.
+# --timeout defaults to DEPLOY_TIMEOUT_S (environment, else .env, else 900) plus a minute. Exits
+# non-zero, naming what is not ready, otherwise; at once when serve-deploy fails, with its error.
+# Uses `docker compose` or `docker-compose`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LOG_TAG=up
 source scripts/lib.sh
 
 ensure_env_file
-workers=$(env_value RAY_WORKERS)
+workers=${RAY_WORKERS:-$(env_value RAY_WORKERS)}
 workers=${workers:-2}
-timeout=900
+deploy_timeout=${DEPLOY_TIMEOUT_S:-$(env_value DEPLOY_TIMEOUT_S)}
+timeout=$(( ${deploy_timeout:-900} + 60 ))
 while [ $# -gt 0 ]; do
   case $1 in
     --workers) workers=$2; shift 2 ;;
@@ -18,16 +22,27 @@ while [ $# -gt 0 ]; do
     *) die "unknown argument: $1 (usage: scripts/up.sh [--workers N] [--timeout SECONDS])" ;;
   esac
 done
-api_port=$(env_value API_PORT)
-dashboard_port=$(env_value RAY_DASHBOARD_PORT)
+api_port=${API_PORT:-$(env_value API_PORT)}
+dashboard_port=${RAY_DASHBOARD_PORT:-$(env_value RAY_DASHBOARD_PORT)}
+
+no_registry_hint() {
+  log "if Docker could not reach a registry above (no such host, pull access denied, i/o timeout)," >&2
+  log "this machine has none: scripts/airgap-prepare.sh builds local stand-ins, then rerun this." >&2
+}
 
 log "building the Ray image (cached after the first time) ..."
-compose build models
-log "starting the stack with $workers worker(s) ..."
-compose up -d --scale "ray-worker=$workers"
+compose build models || { no_registry_hint; die "image build failed"; }
+log "starting the stack with $workers worker(s) (the first start also fetches the models) ..."
+if ! compose up -d --scale "ray-worker=$workers"; then
+  compose ps -a >&2 || true
+  compose logs --tail 20 secrets models >&2 || true
+  no_registry_hint
+  die "docker compose up failed"
+fi
 
-log "waiting until the cluster and the Serve application are ready ..."
-if ! RAY_AUTH_TOKEN=$(env_value RAY_AUTH_TOKEN) python3 scripts/wait_ready.py --workers "$workers" --timeout "$timeout" \
+log "waiting until the cluster is ready and serve-deploy applied serve/serve_config.yaml ..."
+if ! RAY_AUTH_TOKEN=$(stack_token) python3 scripts/wait_ready.py --workers "$workers" \
+    --timeout "$timeout" --deploy-container "$(compose ps -a -q serve-deploy)" \
     --api "http://127.0.0.1:${api_port:-8000}" \
     --dashboard "http://127.0.0.1:${dashboard_port:-8265}"; then
   compose ps >&2 || true
@@ -36,3 +51,4 @@ if ! RAY_AUTH_TOKEN=$(env_value RAY_AUTH_TOKEN) python3 scripts/wait_ready.py --
   die "stack not ready"
 fi
 log "API http://127.0.0.1:${api_port:-8000}  Ray dashboard http://127.0.0.1:${dashboard_port:-8265}"
+log "Ray token: docker compose exec ray-head cat /run/secrets/ray_auth_token"

@@ -1,15 +1,23 @@
-"""Wait until the stack is ready: every node joined, the Serve applications RUNNING, the API up.
+"""Wait until the stack is ready: every node joined, serve-deploy applied the current Serve config
+and its applications are RUNNING, the API up.
 
 Standard library only, so it runs on any host with Python 3. Prints progress while it waits and,
-on timeout, exactly what is still missing. Exit 0 ready, 1 not ready in time, 2 deploy failed.
+on timeout, exactly what is still missing. Exit 0 ready, 1 not ready in time, 2 deploy failed
+(the serve-deploy container exited non-zero, or an application is DEPLOY_FAILED).
 
-    RAY_AUTH_TOKEN=... python3 scripts/wait_ready.py --workers 2 --timeout 900
+    RAY_AUTH_TOKEN=... python3 scripts/wait_ready.py --workers 2 --timeout 900 \
+        --deploy-container "$(docker compose ps -a -q serve-deploy)"
+
+Without `--deploy-container`, an application RUNNING counts as ready whatever config it runs: after
+`docker compose down` without `-v`, the head restores the previous application from Redis before
+serve-deploy applies the current file, and only serve-deploy's exit code tells them apart.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 import urllib.error
@@ -47,9 +55,28 @@ def serve_status(dashboard: str) -> dict[str, dict] | None:
     return json.loads(body).get("applications") or {}
 
 
+def deploy_state(container: str) -> tuple[str, int]:
+    """(status, exit code) of the serve-deploy container: `running`, `exited`, ..."""
+    out = subprocess.run(
+        ["docker", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", container],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        return "missing", -1
+    status, code = out.stdout.split()
+    return status, int(code)
+
+
 def check(args: argparse.Namespace) -> tuple[list[str], str | None]:
     """What is still missing, and a fatal deploy error if there is one."""
     missing: list[str] = []
+    if args.deploy_container:
+        status, code = deploy_state(args.deploy_container)
+        if status == "exited" and code != 0:
+            return missing, f"serve-deploy exited with code {code}"
+        if status != "exited":
+            missing.append(f"serve-deploy to apply the Serve config ({status})")
     nodes = alive_nodes(args.dashboard)
     if nodes is None:
         missing.append(f"Ray dashboard at {args.dashboard} (ray-head not up)")
@@ -65,7 +92,9 @@ def check(args: argparse.Namespace) -> tuple[list[str], str | None]:
             missing.append("Serve application (not deployed yet: see serve-deploy's logs)")
         for name, app in apps.items():
             state = app.get("status")
-            if state == "DEPLOY_FAILED":
+            # With serve-deploy followed, its verdict counts: a restored old application may
+            # fail before the current config replaces it.
+            if state == "DEPLOY_FAILED" and not args.deploy_container:
                 return missing, f"application {name!r} failed to deploy: {app.get('message')}"
             if state != "RUNNING":
                 waiting = [
@@ -86,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--api", default="http://127.0.0.1:8000")
     parser.add_argument("--dashboard", default="http://127.0.0.1:8265")
+    parser.add_argument(
+        "--deploy-container", help="ready only once this serve-deploy container exited 0"
+    )
     args = parser.parse_args(argv)
 
     started = time.monotonic()

@@ -77,8 +77,9 @@ class Router:
         responses=ERRORS,
     )
     async def predict(self, request: PredictRequest) -> dict[str, Any]:
-        result = await self._infer(request.model, request.text)
-        return {"model": request.model, **result}
+        model = request.model or self.args.default_model
+        result = await self._infer(model, request.text)
+        return {"model": model, **result}
 
     @api.post("/classify", response_model=ClassifyResult, responses=ERRORS)
     async def classify(self, request: ClassifyRequest) -> dict[str, Any]:

@@ -12,7 +12,10 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: StrictStr = Field(default="sentiment", description="A name listed by GET /models.")
+    model: StrictStr | None = Field(
+        default=None,
+        description="A name listed by GET /models; omitted: the configured `default_model`.",
+    )
     text: StrictStr = Field(min_length=1, description="Input text; must not be blank.")
 
 

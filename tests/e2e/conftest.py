@@ -1,4 +1,5 @@
-"""The compose stack, brought up from nothing by scripts/up.sh; traffic only to 127.0.0.1."""
+"""The compose stack, brought up from nothing as a new user would (plain `docker compose up -d`
+with no secrets in .env), then waited for by scripts/up.sh; traffic only to 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
 
+# Generated inside the stack on first start; .env may set them but a new user's does not.
+SECRET_KEYS = ("RAY_AUTH_TOKEN", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+
 
 def env_file() -> dict[str, str]:
     path = ROOT / (".env" if (ROOT / ".env").exists() else ".env.example")
@@ -29,6 +33,18 @@ def env_file() -> dict[str, str]:
             key, value = line.split("=", 1)
             values[key] = value
     return values
+
+
+def strip_secrets_from_env_file() -> None:
+    """Leave .env with no secret (only this machine's air-gapped image settings and defaults)."""
+    path = ROOT / ".env"
+    if not path.exists():
+        return
+    lines = [
+        f"{line.split('=', 1)[0]}=" if line.split("=", 1)[0] in SECRET_KEYS else line
+        for line in path.read_text().splitlines()
+    ]
+    path.write_text("\n".join(lines) + "\n")
 
 
 def compose_command() -> list[str]:
@@ -47,7 +63,7 @@ class Stack:
     dashboard: str
     prometheus: str
     workers: int
-    token: str = ""  # read from .env after scripts/up.sh, which generates it when missing
+    token: str = ""  # read from the stack once it runs: the secrets service generated it
 
     @property
     def auth(self) -> dict[str, str]:
@@ -95,6 +111,16 @@ class Stack:
         ).stdout
         return out.split()
 
+    def secret(self, name: str) -> str:
+        """A secret file the `secrets` service wrote, as the Ray user on the head reads it."""
+        (head,) = self.containers("ray-head")
+        return subprocess.run(
+            ["docker", "exec", head, "cat", f"/run/secrets/{name}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
     def inspect(self, container: str) -> dict:
         out = subprocess.run(
             ["docker", "inspect", container], capture_output=True, text=True, check=True
@@ -121,6 +147,17 @@ class Stack:
     def nodes(self) -> list[dict]:
         nodes = self.ray_api("/api/v0/nodes?limit=1000")["data"]["result"]["result"]
         return [n for n in nodes if n["state"] == "ALIVE"]
+
+
+def docker_bridge_gateway() -> str:
+    """The host's address on Docker's default bridge: where `host.docker.internal` (the `locust`
+    scrape job) reaches this machine from Prometheus's container, and nothing beyond it."""
+    return subprocess.run(
+        ["docker", "network", "inspect", "bridge", "-f", "{{(index .IPAM.Config 0).Gateway}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 def start_locust(stack: Stack, csv_prefix: Path, *args: str) -> subprocess.Popen:
@@ -192,17 +229,28 @@ def stack(pytestconfig: pytest.Config) -> Iterator[Stack]:
         prometheus=f"http://127.0.0.1:{env.get('PROMETHEUS_PORT', '9090')}",
         workers=int(env.get("RAY_WORKERS", "2")),
     )
-    # From nothing: whatever a previous run left behind goes first. up.sh's progress is shown live.
+    # From nothing: whatever a previous run left behind goes first. Progress is shown live.
     capture = pytestconfig.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
         if "compose.airgap.yaml" in env.get("COMPOSE_FILE", ""):
             print("\n[e2e] air-gapped stack (scripts/airgap-prepare.sh): runs without Grafana")
         subprocess.run([str(ROOT / "scripts" / "down.sh")], cwd=ROOT, check=True)
-        up = subprocess.run([str(ROOT / "scripts" / "up.sh")], cwd=ROOT)
+        strip_secrets_from_env_file()
+        # docker-compose 1.29 ignores `pull_policy: build` when the image exists, so the image
+        # is brought up to date first; Compose v2 does this within `up`.
+        subprocess.run([*compose, "build", "models"], cwd=ROOT, check=True)
+        print("[e2e] plain `docker compose up -d`, no secrets in .env", flush=True)
+        plain = subprocess.run([*compose, "up", "-d"], cwd=ROOT)
+        up = (
+            subprocess.run([str(ROOT / "scripts" / "up.sh")], cwd=ROOT)
+            if not plain.returncode
+            else plain
+        )
     if up.returncode != 0:
+        subprocess.run([*compose, "ps", "-a"], cwd=ROOT)
         subprocess.run([str(ROOT / "scripts" / "down.sh")], cwd=ROOT)
-        pytest.fail(f"scripts/up.sh exited {up.returncode}")
-    stack.token = env_file()["RAY_AUTH_TOKEN"]
+        pytest.fail(f"docker compose up -d / scripts/up.sh exited {up.returncode}")
+    stack.token = stack.secret("ray_auth_token")
     yield stack
     if os.environ.get("E2E_KEEP_STACK") != "1":
         subprocess.run([str(ROOT / "scripts" / "down.sh")], cwd=ROOT)

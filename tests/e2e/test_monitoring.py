@@ -22,7 +22,7 @@ import requests
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from tests.conftest import ROOT
-from tests.e2e.conftest import Stack, locust_totals, start_locust
+from tests.e2e.conftest import Stack, docker_bridge_gateway, locust_totals, start_locust
 
 pytestmark = pytest.mark.e2e
 
@@ -93,8 +93,9 @@ def traffic(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     while it still sends load: once it exits, its exporter's series go stale in Prometheus."""
     out = tmp_path_factory.mktemp("locust")
     process = start_locust(
-        stack, out / "run", "-u", "6", "-r", "3", "-t", "100s", "--exporter-port", "9646"
-    )
+        stack, out / "run", "-u", "6", "-r", "3", "-t", "100s",
+        "--exporter-port", "9646", "--exporter-host", docker_bridge_gateway(),
+    )  # fmt: skip
     exported: list = []
     deadline = time.monotonic() + 45
     while time.monotonic() < deadline:
@@ -196,9 +197,9 @@ def test_every_panel_of_every_dashboard_has_data(
 
 
 def render_from_prometheus(stack: Stack, script: str, out: Path) -> subprocess.CompletedProcess:
-    """Run scripts/<script> over the last 5 minutes of the stack's Prometheus, writing to `out`."""
+    """Run grafana/<script> over the last 5 minutes of the stack's Prometheus, writing to `out`."""
     return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / script), "--minutes", "5",
+        [sys.executable, str(ROOT / "grafana" / script), "--minutes", "5",
          "--prometheus", stack.prometheus, "--out", str(out)],
         capture_output=True,
         text=True,

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import requests
 
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import SECRET_KEYS, Stack, env_file
 
 pytestmark = pytest.mark.e2e
 
@@ -19,6 +19,37 @@ INTERNAL_PORTS = {
     44227: "dashboard metrics",
 }
 PUBLISHED = {8000, 8265, 9090, 3000, 8089}  # API, Ray dashboard, Prometheus, Grafana, Locust UI
+
+
+def test_secrets_generated_inside_the_stack(stack: Stack) -> None:
+    """The stack came up from a .env without secrets: the `secrets` service made them."""
+    assert not any(env_file().get(key) for key in SECRET_KEYS), "the test's .env holds a secret"
+    assert len(stack.token) == 64 and int(stack.token, 16), "no generated Ray token"
+    assert len(stack.secret("redis_password")) == 48
+
+
+def test_no_secret_in_any_container_command_or_environment(stack: Stack) -> None:
+    """Not in `docker inspect`'s Cmd/Args/Entrypoint/healthcheck of any container, nor in the
+    environment of any but the one-shot `secrets` service (where only .env values would go)."""
+    secrets = {"token": stack.token, "redis password": stack.secret("redis_password")}
+    label = f"label=com.docker.compose.project={stack.project}"
+    containers = subprocess.run(
+        ["docker", "ps", "-a", "-q", "--filter", label], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert len(containers) >= 7, containers  # secrets, models, redis, head, 2 workers, ...
+    for container in containers:
+        info = stack.inspect(container)
+        config = info["Config"]
+        exposed = [info["Path"], *info["Args"], *(config.get("Cmd") or [])]
+        exposed += [
+            *(config.get("Entrypoint") or []),
+            *((config.get("Healthcheck") or {}).get("Test") or []),
+        ]
+        if config["Labels"].get("com.docker.compose.service") != "secrets":
+            exposed += config.get("Env") or []
+        for what, value in secrets.items():
+            leaks = [part for part in exposed if value in part]
+            assert not leaks, f"{what} visible in {info['Name']}: {leaks}"
 
 
 def test_ray_jobs_api_refuses_requests_without_the_token(stack: Stack) -> None:
@@ -66,16 +97,22 @@ def test_ray_containers_run_as_non_root(stack: Stack) -> None:
 
 
 def test_redis_refuses_clients_without_the_password(stack: Stack) -> None:
-    """Even from inside the network (a Ray node), the GCS's store wants REDIS_PASSWORD."""
-    probe = (
-        "import socket; s = socket.create_connection(('redis', 6379), timeout=5); "
-        "s.sendall(b'PING\\r\\n'); print(s.recv(200).decode())"
-    )
+    """Even from inside the network (a Ray node), the GCS's store wants the generated password."""
     head = stack.containers("ray-head")[0]
-    reply = subprocess.run(
-        ["docker", "exec", head, "python3", "-c", probe],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+
+    def redis_reply(commands: str) -> str:
+        probe = (
+            "import socket; s = socket.create_connection(('redis', 6379), timeout=5); "
+            f"s.sendall({commands!r}.encode()); print(s.recv(200).decode())"
+        )
+        return subprocess.run(
+            ["docker", "exec", head, "python3", "-c", probe],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    reply = redis_reply("PING\r\n")
     assert reply.startswith("-NOAUTH"), reply
+    reply = redis_reply(f"AUTH default {stack.secret('redis_password')}\r\nPING\r\n")
+    assert reply.startswith("+OK"), reply

@@ -3,7 +3,10 @@ proxy, healthchecks, scaling, Prometheus scraping, and a clean `down`. Runs in f
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -70,7 +73,7 @@ def test_http_ingress_is_haproxy(stack: Stack) -> None:
     (head,) = stack.containers("ray-head")
     probe = "import node_health; print(node_health.process_running(b'/haproxy'))"
     out = subprocess.run(
-        ["docker", "exec", "-w", "/app/scripts", head, "python3", "-c", probe],
+        ["docker", "exec", "-w", "/app/images", head, "python3", "-c", probe],
         capture_output=True,
         text=True,
         check=True,
@@ -147,6 +150,62 @@ def test_prometheus_scrapes_every_node(stack: Stack) -> None:
             return
         time.sleep(5)
     raise AssertionError(f"Prometheus sees {len(up)} Ray nodes up, expected {1 + stack.workers}")
+
+
+def load_deploy_script():
+    """scripts/deploy.py as a module (it imports scripts/ray_auth.py beside it)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location("deploy", ROOT / "scripts" / "deploy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_up_fails_fast_with_serve_deploys_error(stack: Stack) -> None:
+    """When serve-deploy cannot apply the config, scripts/up.sh ends as soon as it exits, with its
+    message, not after the 900 s deploy timeout; the running stack is left as it was."""
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "up.sh")],
+        cwd=ROOT,
+        env={**os.environ, "SERVE_CONFIG": "serve/missing.yaml"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    elapsed = time.monotonic() - started
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert "serve-deploy exited with code 1" in output, output[-3000:]
+    assert "serve/missing.yaml: invalid" in output, output[-3000:]  # serve-deploy's own words
+    assert elapsed < 180, f"up.sh took {elapsed:.0f} s to report a failed deploy"
+    assert stack.serve_app()["status"] == "RUNNING"
+
+
+def test_up_waits_for_the_current_config_over_an_older_running_one(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """An application RUNNING an older config (as the head restores it from Redis after `down`
+    without `-v`) is not ready: up.sh returns once serve-deploy applied serve/serve_config.yaml.
+    The secrets survive the `secrets` service running again."""
+    deploy = load_deploy_script()
+    expected = deploy.expected_apps(str(SERVE_CONFIG))["models"]
+    older = yaml.safe_load(SERVE_CONFIG.read_text())
+    for deployment in older["applications"][0]["deployments"]:
+        if deployment["name"] == "sentiment":
+            deployment["user_config"]["batch_wait_timeout_s"] += 0.01
+    deploy_config(stack, older, tmp_path / "older.yaml")
+    assert not deploy.runs_config(stack.serve_app(), expected)
+    token = stack.token
+
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "up.sh")], cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    app = stack.serve_app()
+    assert app["status"] == "RUNNING"
+    assert deploy.runs_config(app, expected), app["deployed_app_config"]
+    assert stack.secret("ray_auth_token") == token
 
 
 def test_locust_compose_service_drives_the_api(stack: Stack) -> None:

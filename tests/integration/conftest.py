@@ -29,6 +29,7 @@ METRICS_PORTS = {"head": 18080, "worker-1": 18081, "worker-2": 18082}
 APP = "models"
 STRICT_APP = "strict"
 HASTY_APP = "hasty"
+RENAMED_APP = "renamed"
 
 
 @dataclass
@@ -83,8 +84,18 @@ def test_config(tiny_models: Path) -> dict[str, Any]:
     config["applications"] += [
         sentiment_only(app, STRICT_APP, max_ongoing_requests=1, max_queued_requests=1),
         sentiment_only(app, HASTY_APP, inference_timeout_s=0.0005),
+        renamed_default(app, tiny_models),
     ]
     return config
+
+
+def renamed_default(app: dict[str, Any], tiny_models: Path) -> dict[str, Any]:
+    """One sentiment model named `mood`, which is also `default_model`: no `sentiment` at all."""
+    variant = sentiment_only(app, RENAMED_APP)
+    spec = {**app["args"]["models"]["sentiment"], "source": str(tiny_models / "sentiment")}
+    variant["args"].update(models={"mood": spec}, default_model="mood", classify_model="mood")
+    variant["deployments"][1]["name"] = "mood"
+    return variant
 
 
 def sentiment_only(

@@ -45,6 +45,18 @@ def test_predict_defaults_to_sentiment(api: str) -> None:
     assert resp.json()["model"] == "sentiment"
 
 
+def test_predict_without_model_uses_configured_default(api: str) -> None:
+    """The `renamed` app's only model is `mood`, its `default_model`."""
+    resp = post(f"{api}/renamed/predict", {"text": "Ray Serve is great"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["model"] == "mood"
+    assert resp.json()["label"] in {"POSITIVE", "NEGATIVE"}
+    body = assert_error(
+        post(f"{api}/renamed/predict", {"model": "sentiment", "text": "x"}), 404, "unknown_model"
+    )
+    assert "mood" in body["detail"]
+
+
 def test_predict_seed_summarization_request(api: str) -> None:
     resp = post(f"{api}/predict", {"model": "summarization", "text": SUMMARY_INPUT})
     assert resp.status_code == 200, resp.text

@@ -7,16 +7,21 @@ threads (gevent) for the whole process, which the Ray tests must not inherit.
 from __future__ import annotations
 
 import sys
+from argparse import Namespace
 from pathlib import Path
 
 import pytest
+from locust.argument_parser import get_parser
 from locust.env import Environment
 
 from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "loadtest"))  # as `locust -f loadtest/` does
 
+import exporter
+from api_target import api_port, default_host, dotenv_value
 from exporter import LocustCollector
+from shape_picker import ShapePicker
 from spike_shape import SpikeShape
 from step_shape import StepUpDownShape
 from users import EmbeddingUser, SentimentUser, SummarizationUser
@@ -97,10 +102,6 @@ def test_loadtest_modules_import(path: Path) -> None:
 
 
 def test_shape_picker_honours_users_and_run_time() -> None:
-    from argparse import Namespace
-
-    from shape_picker import ShapePicker
-
     env = Environment(user_classes=[SentimentUser], shape_class=None)
     env.parsed_options = Namespace(shape="none", num_users=7, spawn_rate=2.0, run_time=30)
     runner = env.create_local_runner()
@@ -114,3 +115,105 @@ def test_shape_picker_honours_users_and_run_time() -> None:
     picker.get_run_time = lambda: float(SpikeShape.warmup_s + 1)
     assert picker.tick() == (SpikeShape.spike_users, SpikeShape.spawn_rate)
     runner.quit()
+
+
+def test_dotenv_value_reads_compose_style_lines(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        "# API_PORT=1\nAPI_PORTS=2\nAPI_PORT=8001\nAPI_PORT=8002 # later wins\nQUOTED='9'\n"
+    )
+    assert dotenv_value(env_file, "API_PORT") == "8002"
+    assert dotenv_value(env_file, "QUOTED") == "9"
+    assert dotenv_value(env_file, "MISSING") is None
+    assert dotenv_value(tmp_path / "absent.env", "API_PORT") is None
+
+
+def test_api_port_is_read_as_compose_reads_it(tmp_path: Path) -> None:
+    """Environment over .env, and empty or missing as 8000 (`${API_PORT:-8000}`)."""
+    env_file = tmp_path / ".env"
+    env_file.write_text('API_PORT="18000"\n')
+    assert api_port({}, env_file) == "18000"
+    assert api_port({"API_PORT": "19000"}, env_file) == "19000"
+    assert api_port({"API_PORT": ""}, env_file) == "8000"
+    assert api_port({}, tmp_path / "absent.env") == "8000"
+    assert default_host({}, env_file) == "http://127.0.0.1:18000"
+
+
+def test_users_default_to_the_local_api() -> None:
+    assert SentimentUser.host == EmbeddingUser.host == SummarizationUser.host == default_host()
+    assert default_host().startswith("http://127.0.0.1:")
+
+
+@pytest.mark.parametrize(
+    ("value", "addr"), [(None, "127.0.0.1"), ("", "127.0.0.1"), ("0.0.0.0", "0.0.0.0")]
+)
+def test_exporter_binds_locally_unless_told(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, addr: str
+) -> None:
+    """An empty LOCUST_EXPORTER_HOST (compose's `${VAR:-}`) must not mean all interfaces."""
+    started: list[tuple[str, int]] = []
+
+    class Server:
+        def __init__(self, listener: tuple[str, int], *_: object, **__: object) -> None:
+            started.append(listener)
+
+        def start(self) -> None:
+            pass
+
+    monkeypatch.setattr(exporter, "WSGIServer", Server)
+    monkeypatch.setattr(exporter.REGISTRY, "register", lambda collector: None)
+    args = [] if value is None else ["--exporter-host", value]
+    env = Environment(user_classes=[SentimentUser])
+    env.parsed_options = get_parser(default_config_files=[]).parse_args(
+        ["--exporter-port", "19646", *args], env_vars={}
+    )
+    env.create_local_runner()
+    exporter.start_exporter(env)
+    assert started == [(addr, 19646)]
+    env.runner.quit()
+
+
+# What the compose `locust` service can pass for "not set": Locust rejects an empty string
+# (`${VAR:-}`) for its flags, numbers and choices, so each needs a value that parses.
+COMPOSE_DEFAULTS = {
+    "LOCUST_HEADLESS": "false",
+    "LOCUST_RUN_TIME": "0",
+    "LOCUST_USERS": "1",
+    "LOCUST_SPAWN_RATE": "1",
+    "LOCUST_SHAPE": "none",
+    "LOCUST_EXPORTER_HOST": "0.0.0.0",
+    "LOCUST_EXPORTER_PORT": "9646",
+}
+COMPOSE_COMMAND = [
+    "-f",
+    "/app/loadtest/",
+    "--host",
+    "http://ray-head:8000",
+    "--web-host",
+    "0.0.0.0",
+]
+
+
+def test_compose_defaults_mean_a_web_ui_run_without_limits() -> None:
+    options = get_parser(default_config_files=[]).parse_args(
+        COMPOSE_COMMAND, env_vars=COMPOSE_DEFAULTS
+    )
+    assert not options.headless
+    assert not options.run_time  # 0: no limit, as when unset
+    assert (options.num_users, options.spawn_rate) == (1, 1.0)  # Locust's own fallbacks
+    assert options.shape == "none"
+    assert options.exporter_host == options.web_host == "0.0.0.0"
+    env = Environment(user_classes=[SentimentUser], parsed_options=options)
+    runner = env.create_local_runner()
+    picker = ShapePicker()
+    picker.runner = runner
+    picker.get_run_time = lambda: 86400.0
+    assert picker.tick() == (1, 1.0)
+    runner.quit()
+
+
+@pytest.mark.parametrize("var", sorted(set(COMPOSE_DEFAULTS) - {"LOCUST_EXPORTER_HOST"}))
+def test_an_empty_locust_variable_is_an_error(var: str) -> None:
+    """Why the compose service needs the defaults above rather than `${VAR:-}`."""
+    with pytest.raises(SystemExit):
+        get_parser(default_config_files=[]).parse_args(COMPOSE_COMMAND, env_vars={var: ""})

@@ -15,7 +15,7 @@ import requests
 
 from tests.conftest import ROOT
 
-LOAD = ROOT / "scripts" / "benchmark" / "load.py"
+LOAD = ROOT / "benchmark" / "load.py"
 SERVER = """
 import sys, uvicorn
 from fastapi import FastAPI

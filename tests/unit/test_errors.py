@@ -19,9 +19,10 @@ def client() -> TestClient:
 
     @app.post("/predict")
     async def predict(request: PredictRequest) -> dict:
-        if request.model != "sentiment":
+        model = request.model or "sentiment"
+        if model != "sentiment":
             raise ApiError(404, "unknown_model", "nope", {"X-Test": "1"})
-        return {"model": request.model, "chars": len(request.text)}
+        return {"model": model, "chars": len(request.text)}
 
     @app.post("/boom")
     async def boom() -> dict:

@@ -84,13 +84,13 @@ def test_serve_limits_match_serve_config() -> None:
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "serve_limits", ROOT / "scripts" / "serve_limits.py"
+        "serve_limits", ROOT / "prometheus" / "serve_limits.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     expected = module.render(yaml.safe_load(SERVE_CONFIG.read_text()))
     assert (PROMETHEUS / "rules" / "serve_limits.yml").read_text() == expected, (
-        "prometheus/rules/serve_limits.yml is stale: run python scripts/serve_limits.py"
+        "prometheus/rules/serve_limits.yml is stale: run python prometheus/serve_limits.py"
     )
 
 

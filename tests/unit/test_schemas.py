@@ -8,8 +8,8 @@ from pydantic import ValidationError
 from serve.schemas import ClassifyRequest, ErrorBody, PredictRequest
 
 
-def test_predict_request_defaults_to_sentiment() -> None:
-    assert PredictRequest(text="Ray Serve is great").model == "sentiment"
+def test_predict_request_leaves_the_default_model_to_the_config() -> None:
+    assert PredictRequest(text="Ray Serve is great").model is None
 
 
 @pytest.mark.parametrize(

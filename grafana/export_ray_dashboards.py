@@ -6,7 +6,7 @@ at the provisioned datasource (uid `prometheus`) instead of a `${datasource}` va
 the queries about hardware and features this stack does not have (GPU, TPU, gRPC, model
 multiplexing), and panels left without a query. Rerun after a Ray upgrade:
 
-    scripts/up.sh && python3 scripts/export_ray_dashboards.py
+    scripts/up.sh && python3 grafana/export_ray_dashboards.py
 """
 
 from __future__ import annotations

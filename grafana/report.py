@@ -3,7 +3,7 @@
 Users, requests per second, p50/p99 latency, error ratio and running replicas per deployment: the
 panels of the "Serving & autoscaling" dashboard that tell how the run went, plus a summary table.
 
-    python scripts/report.py --minutes 15 --out build/report   # report.png and report.html
+    python grafana/report.py --minutes 15 --out build/report   # report.png and report.html
 """
 
 from __future__ import annotations

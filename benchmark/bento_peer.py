@@ -1,6 +1,6 @@
 """The framework peer: BentoML with adaptive batching, the same model through a pipeline.
 
-Runs in its own virtualenv (scripts/benchmark/requirements-bentoml.lock): `bentoml serve
+Runs in its own virtualenv (benchmark/requirements-bentoml.lock): `bentoml serve
 bento_peer:Sentiment`.
 """
 

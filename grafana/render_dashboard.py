@@ -4,7 +4,7 @@ For CI artifacts and for users without Grafana: each panel's PromQL (template va
 Grafana's interval macros by their usual values) is evaluated with query_range over the chosen
 window and drawn on one shared time axis, laid out as the dashboard's grid.
 
-    python scripts/render_dashboard.py --minutes 30 --out build/serving_autoscaling.png
+    python grafana/render_dashboard.py --minutes 30 --out build/serving_autoscaling.png
 
 Prints, per panel, how many series it drew; exits 1 when a panel had none (unless --allow-empty).
 """

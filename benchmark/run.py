@@ -10,10 +10,10 @@ plus b with int8 quantization, b's tail latency at 70% of its saturation (open l
 no-op overhead through `/predict`. b runs on Serve's high-throughput path, as compose ships it
 (HAProxy ingress, direct gRPC between replicas); the seed (c) and a second measurement of b and of
 the no-op run on the classic proxy path, which is what the seed article deploys. Load comes from
-scripts/benchmark/load.py in a separate process, to 127.0.0.1 only. Prints a table with the ratios
+benchmark/load.py in a separate process, to 127.0.0.1 only. Prints a table with the ratios
 and writes them to --out as JSON.
 
-    python scripts/benchmark/run.py --model-dir ~/.cache/ray-serve-cluster/models/full
+    python benchmark/run.py --model-dir ~/.cache/ray-serve-cluster/models/full
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import requests
 import yaml
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from serve.config import ModelSpec  # noqa: E402

@@ -1,0 +1,88 @@
+"""Create the stack's secrets on first start and keep them across restarts.
+
+Run by the one-shot `secrets` service before any other service starts. Each secret is a file in the
+`secrets` volume (mounted at /run/secrets), owned by the one user that reads it and readable by it
+alone: Ray (uid 1000) reads the token through RAY_AUTH_TOKEN_PATH and the Redis password from its
+file, Redis (uid 999) reads its `requirepass` from a config file, Grafana (uid 472) reads its admin
+password through GF_SECURITY_ADMIN_PASSWORD__FILE. So no secret is on a command line or in
+`docker inspect`. A value set in .env (handed to this service only) replaces the stored one; a
+stored one is otherwise kept, and a missing one generated.
+
+    docker compose exec ray-head cat /run/secrets/ray_auth_token
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+RAY_UID, REDIS_UID, GRAFANA_UID = 1000, 999, 472
+
+
+@dataclass(frozen=True)
+class Secret:
+    file: str
+    env: str  # the .env variable that may set it
+    owner: int
+    generate: Callable[[], str]
+
+
+SECRETS = (
+    Secret("ray_auth_token", "RAY_AUTH_TOKEN", RAY_UID, lambda: secrets.token_hex(32)),
+    Secret("redis_password", "REDIS_PASSWORD", RAY_UID, lambda: secrets.token_hex(24)),
+    Secret(
+        "grafana_admin_password",
+        "GRAFANA_ADMIN_PASSWORD",
+        GRAFANA_UID,
+        lambda: secrets.token_urlsafe(18),
+    ),
+)
+
+
+def write(path: Path, text: str, owner: int) -> None:
+    """Replace `path` atomically, readable by `owner` only."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chown(tmp, owner, owner)
+    tmp.replace(path)
+
+
+def ensure(directory: Path, secret: Secret) -> str:
+    path = directory / secret.file
+    wanted = os.environ.get(secret.env, "").strip()
+    stored = path.read_text().strip() if path.is_file() else ""
+    if wanted:
+        if wanted != stored:
+            write(path, wanted, secret.owner)
+            print(f"[secrets] {secret.file}: set from {secret.env} in .env", flush=True)
+        return wanted
+    if stored:
+        print(f"[secrets] {secret.file}: kept", flush=True)
+        return stored
+    value = secret.generate()
+    write(path, value, secret.owner)
+    print(f"[secrets] {secret.file}: generated", flush=True)
+    return value
+
+
+def main() -> int:
+    directory = Path(sys.argv[1] if len(sys.argv) > 1 else "/run/secrets")
+    directory.mkdir(parents=True, exist_ok=True)
+    values = {s.file: ensure(directory, s) for s in SECRETS}
+    # Redis reads its password from a config file given as its first argument.
+    conf = directory / "redis.conf"
+    text = f"requirepass {values['redis_password']}\n"
+    if not conf.is_file() or conf.read_text() != text:
+        write(conf, text, REDIS_UID)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
