@@ -1,9 +1,22 @@
 """Put every model of a Serve config into a model directory, so runtime never touches the hub.
 
-For each `args.models.<name>`: a hub id is downloaded (weights, config, tokenizer) into
-`<dest>/<name>/`; a local directory is copied there. The Serve app loads `<model_dir>/<name>/`
-when it exists (`args.model_dir`), with `HF_HUB_OFFLINE=1`. Idempotent: prepared models are kept
-unless `--force`.
+For each `args.models.<name>`, `<dest>/<name>/` receives:
+- from a hub id: the repo's files at `revision` are listed and an explicit set is downloaded:
+  weights in safetensors (`*.safetensors`, plus the shard index), or `pytorch_model*.bin` for
+  repos that have no safetensors, and the config/tokenizer files (`*.json`, `*.txt`, `*.model`,
+  `*.tiktoken`, ...), at the top level and in sentence-transformers module folders (`1_Pooling/`).
+  Exported duplicates (onnx/, openvino/, TF/Flax/Rust weights, variants) are left out.
+- from a local directory: a copy of it.
+
+A model is assembled in `<dest>/.<name>.partial-XXXX`, gets a completion record (`.fetched.json`:
+source, requested revision, resolved commit, files) last, and is then renamed into place, so an
+interrupted fetch never leaves a directory at `<dest>/<name>` that the Serve app would load (it
+loads `<model_dir>/<name>/` when present, with `HF_HUB_OFFLINE=1`). Leftovers are removed on the
+next run.
+
+Idempotent: a model whose record matches the configured source and revision is kept, as is a
+complete directory without a record (prepared elsewhere, e.g. by scripts/make_test_models.py for
+air-gapped machines); anything else, or `--force`, is fetched again.
 
     python scripts/fetch_models.py --config serve/serve_config.yaml --dest /models
 """
@@ -11,14 +24,37 @@ unless `--force`.
 from __future__ import annotations
 
 import argparse
+import fcntl
+import json
+import re
+import secrets
 import shutil
 import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-# Weights in safetensors only (no duplicate .bin/.h5/.onnx), plus configs and tokenizer files.
-ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "merges.txt", "vocab.*"]
+RECORD = ".fetched.json"
+LOCK = ".fetch_models.lock"
+DEFAULT = "default branch"
+# Leftovers of an interrupted run: a model being assembled, an old copy being replaced.
+LEFTOVERS = (".*.partial-*", ".*.replaced-*")
+# The weights transformers loads by default; other names beside them are duplicates
+# (`consolidated.safetensors`, `model.fp16.safetensors`) or not weights (`training_args.bin`).
+SAFETENSORS = re.compile(r"model(-\d+-of-\d+)?\.safetensors")
+PYTORCH_BIN = re.compile(r"pytorch_model(-\d+-of-\d+)?\.bin")
+# Config, tokenizer and sentence-transformers files: small, and any of them may be needed.
+SUPPORT_SUFFIXES = (".json", ".txt", ".model", ".spm", ".tiktoken", ".jinja")
+# sentence-transformers modules live in `<index>_<Name>/` folders named by modules.json.
+MODULE_FOLDER = re.compile(r"\d+_[^/]+")
+
+
+class FetchError(Exception):
+    """A source that can be reached but does not hold a loadable model."""
 
 
 def configured_models(config_path: Path) -> dict[str, tuple[str, str | None]]:
@@ -34,18 +70,189 @@ def configured_models(config_path: Path) -> dict[str, tuple[str, str | None]]:
     return models
 
 
-def fetch(name: str, source: str, revision: str | None, target: Path) -> None:
-    if Path(source).is_dir():
-        print(f"[models] {name}: copying {source} -> {target}", flush=True)
-        shutil.copytree(source, target, dirs_exist_ok=True)
-        return
-    from huggingface_hub import snapshot_download
+def weight_files(names: Iterable[str]) -> list[str]:
+    """The weights of one folder: safetensors if any, else PyTorch pickles (never both)."""
+    names = list(names)
+    safetensors = [n for n in names if n.endswith(".safetensors")]
+    if safetensors:
+        return [n for n in safetensors if SAFETENSORS.fullmatch(n)] or safetensors
+    return [n for n in names if PYTORCH_BIN.fullmatch(n)]
 
-    at = f"@{revision}" if revision else " (default branch; set `revision` to pin it)"
-    print(f"[models] {name}: downloading {source}{at} -> {target}", flush=True)
-    snapshot_download(
-        repo_id=source, revision=revision, local_dir=target, allow_patterns=ALLOW_PATTERNS
+
+def select_files(repo: str, files: Iterable[str]) -> list[str]:
+    """The files of a hub repo a replica needs; `FetchError` naming the repo if it has no model."""
+    files = list(files)
+    folders: dict[str, list[str]] = {}
+    for path in files:
+        folder, _, name = path.rpartition("/")
+        if folder == "" or MODULE_FOLDER.fullmatch(folder):
+            folders.setdefault(folder, []).append(name)
+    top = folders.get("", [])
+    if not weight_files(top):
+        others = sorted(f for f in files if f.endswith((".h5", ".msgpack", ".onnx", ".ot", ".bin")))
+        found = f"; it has {', '.join(others[:5])}" if others else ""
+        raise FetchError(
+            f"{repo} has no weights transformers can load "
+            f"(top-level *.safetensors or pytorch_model*.bin){found}"
+        )
+    if "config.json" not in top:
+        raise FetchError(f"{repo} has no config.json")
+    selected = []
+    for folder, names in folders.items():
+        weights = weight_files(names)
+        # Only the shard index of the format taken: another one names files that are not there.
+        safetensors = any(w.endswith(".safetensors") for w in weights)
+        index = ".safetensors.index.json" if safetensors else ".bin.index.json"
+        for name in names:
+            support = name.endswith(SUPPORT_SUFFIXES) and (
+                not name.endswith(".index.json") or name.endswith(index)
+            )
+            if name in weights or support:
+                selected.append(f"{folder}/{name}" if folder else name)
+    return sorted(selected)
+
+
+def looks_complete(target: Path) -> bool:
+    """A config plus weights at the top level: what a directory prepared elsewhere must hold."""
+    if not (target / "config.json").is_file():
+        return False
+    return any(weight_files(p.name for p in target.iterdir() if p.is_file()))
+
+
+def read_record(target: Path) -> dict[str, Any] | None:
+    """The completion record of `target`, or None if it has none or it is not one of ours."""
+    try:
+        record = json.loads((target / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    files = record.get("files") if isinstance(record, dict) else None
+    if not isinstance(files, list) or not all(
+        isinstance(f, dict) and isinstance(f.get("path"), str) for f in files
+    ):
+        return None
+    return record
+
+
+def decide(target: Path, source: str, revision: str | None, force: bool) -> tuple[bool, str]:
+    """Whether to fetch `target` again, and the reason to log (empty for a first fetch)."""
+    if not target.exists():
+        return True, ""
+    if force:
+        return True, f"{target} exists; --force: fetching again"
+    record = read_record(target)
+    if record is None:
+        if (target / RECORD).exists():
+            return True, f"{target}/{RECORD} is unreadable; fetching again"
+        if looks_complete(target):
+            return False, f"{target} prepared elsewhere (no {RECORD}), kept; --force fetches it"
+        return True, f"{target} is incomplete (no weights, no {RECORD}); fetching again"
+    if record.get("source") != source:
+        return True, f"source changed {record.get('source')} -> {source}; fetching again"
+    if record.get("revision") != revision:
+        old, new = record.get("revision") or DEFAULT, revision or DEFAULT
+        return True, f"revision changed {old} -> {new}; fetching again"
+    missing = [f["path"] for f in record.get("files", []) if not (target / f["path"]).is_file()]
+    if missing:
+        return True, f"{target} lacks recorded files ({', '.join(missing[:3])}); fetching again"
+    if record.get("commit"):
+        origin = f"{source}@{revision or DEFAULT}, commit {str(record['commit'])[:12]}"
+    else:
+        origin = f"copied from {source}"
+    return False, f"{target} already prepared ({origin}), kept"
+
+
+def download(source: str, revision: str | None, into: Path) -> dict[str, Any]:
+    """Download the selected files of hub repo `source` at `revision` into `into`."""
+    from huggingface_hub import HfApi, hf_hub_download
+
+    api = HfApi()
+    info = api.model_info(source, revision=revision, files_metadata=True)
+    commit = info.sha
+    if commit is None:
+        raise FetchError(f"the hub did not resolve {source}@{revision} to a commit")
+    if info.siblings is None:
+        listing = {path: None for path in api.list_repo_files(source, revision=commit)}
+    else:
+        listing = {s.rfilename: s.size for s in info.siblings}
+    files = select_files(source, listing)
+    size = sum(listing[path] or 0 for path in files) / 1e6
+    print(f"  commit {commit}, {len(files)} files, {size:.1f} MB: {', '.join(files)}", flush=True)
+    for path in files:
+        # Pinned to the listed commit, so a branch that moves meanwhile cannot mix two commits.
+        hf_hub_download(source, path, revision=commit, local_dir=into)
+    shutil.rmtree(into / ".cache", ignore_errors=True)  # the client's own per-file metadata
+    return {"commit": commit}
+
+
+def copy_local(source: str, into: Path) -> dict[str, Any]:
+    shutil.copytree(
+        source, into, dirs_exist_ok=True, ignore=shutil.ignore_patterns(RECORD, ".cache", ".git")
     )
+    if not looks_complete(into):
+        raise FetchError(f"{source} has no config.json or no weights (*.safetensors, *.bin)")
+    return {"commit": None}
+
+
+def land(partial: Path, target: Path, record: dict[str, Any]) -> None:
+    """Write the completion record last, then move the assembled model into place."""
+    record["files"] = [
+        {"path": p.relative_to(partial).as_posix(), "size": p.stat().st_size}
+        for p in sorted(partial.rglob("*"))
+        if p.is_file()
+    ]
+    record["fetched_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    (partial / RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.replaced-{secrets.token_hex(4)}")
+        target.rename(old)
+    partial.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)  # else the next run removes it
+
+
+def fetch(name: str, source: str, revision: str | None, target: Path) -> None:
+    partial = target.with_name(f".{name}.partial-{secrets.token_hex(4)}")
+    partial.mkdir()
+    try:
+        if Path(source).is_dir():
+            print(f"[models] {name}: copying {source} -> {target}", flush=True)
+            extra = copy_local(source, partial)
+        else:
+            at = f"@{revision}" if revision else " (default branch; set `revision` to pin it)"
+            print(f"[models] {name}: downloading {source}{at} -> {target}", flush=True)
+            extra = download(source, revision, partial)
+        land(partial, target, {"source": source, "revision": revision, **extra})
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+@contextmanager
+def exclusive(dest: Path) -> Iterator[None]:
+    """One fetch per model directory at a time, so removing leftovers cannot hit a live fetch.
+
+    A directory this user cannot write (prepared elsewhere and mounted, as in air-gapped setups)
+    is used unlocked: nothing can be fetched into it, and keeping its models writes nothing.
+    """
+    try:
+        lock = (dest / LOCK).open("w")
+    except OSError:
+        yield
+        return
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"[models] another fetch is running in {dest}; waiting for it", flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def remove_leftovers(dest: Path) -> None:
+    for pattern in LEFTOVERS:
+        for leftover in sorted(dest.glob(pattern)):
+            print(f"[models] removing {leftover.name}, left by an interrupted fetch", flush=True)
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,22 +266,29 @@ def main(argv: list[str] | None = None) -> int:
     if not models:
         print(f"[models] no models configured in {args.config}", file=sys.stderr)
         return 1
-    for name, (source, revision) in models.items():
-        target = args.dest / name
-        if (target / "config.json").is_file() and not args.force:
-            print(f"[models] {name}: {target} already prepared, kept")
-            continue
-        target.mkdir(parents=True, exist_ok=True)
-        try:
-            fetch(name, source, revision, target)
-        except Exception as exc:  # report which model failed, and how to work around it
-            print(
-                f"[models] {name}: could not fetch {source!r}: {exc}\n"
-                "  Without access to the model hub, point `source` at a local directory or run "
-                "scripts/make_test_models.py for stand-in models.",
-                file=sys.stderr,
-            )
-            return 1
+    args.dest.mkdir(parents=True, exist_ok=True)
+    with exclusive(args.dest):
+        remove_leftovers(args.dest)
+        for name, (source, revision) in models.items():
+            target = args.dest / name
+            again, why = decide(target, source, revision, args.force)
+            if why:
+                print(f"[models] {name}: {why}", flush=True)
+            if not again:
+                continue
+            try:
+                fetch(name, source, revision, target)
+            except FetchError as exc:
+                print(f"[models] {name}: could not fetch {source!r}: {exc}", file=sys.stderr)
+                return 1
+            except Exception as exc:  # report which model failed, and how to work around it
+                print(
+                    f"[models] {name}: could not fetch {source!r}: {exc}\n"
+                    "  Without access to the model hub, point `source` at a local directory or "
+                    "run scripts/make_test_models.py for stand-in models.",
+                    file=sys.stderr,
+                )
+                return 1
     return 0
 
 

@@ -129,10 +129,12 @@ class AppArgs(Strict):
 
 
 def resolve_source(name: str, spec: ModelSpec, model_dir: str | None) -> str:
-    """Where to load `name` from: its prepared directory if there is one, else `spec.source`."""
+    """Where to load `name` from: its prepared directory (a config and weights) if there is one,
+    else `spec.source`."""
     if model_dir:
         prepared = Path(model_dir) / name
-        if (prepared / "config.json").is_file():
+        weights = [*prepared.glob("*.safetensors"), *prepared.glob("pytorch_model*.bin")]
+        if (prepared / "config.json").is_file() and weights:
             return str(prepared)
     return spec.source
 

@@ -174,6 +174,9 @@ def test_resolve_source_prefers_prepared_dir(tmp_path: Path) -> None:
     assert resolve_source("sentiment", spec, str(tmp_path)) == "hub/id"
     (tmp_path / "sentiment").mkdir()
     (tmp_path / "sentiment" / "config.json").write_text("{}")
+    # A config without weights (an interrupted download) is not a prepared model.
+    assert resolve_source("sentiment", spec, str(tmp_path)) == "hub/id"
+    (tmp_path / "sentiment" / "pytorch_model.bin").write_bytes(b"")
     assert resolve_source("sentiment", spec, str(tmp_path)) == str(tmp_path / "sentiment")
     assert resolve_source("sentiment", spec, None) == "hub/id"
 
