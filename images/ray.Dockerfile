@@ -39,6 +39,6 @@ WORKDIR /app
 
 # Node health: this node's raylet is running and the cluster's GCS answers.
 HEALTHCHECK --interval=10s --timeout=10s --start-period=60s --retries=3 \
-    CMD ["python3", "/app/scripts/node_health.py"]
+    CMD ["python3", "/app/images/node_health.py"]
 
 CMD ["ray", "start", "--head", "--block"]

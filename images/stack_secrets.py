@@ -14,6 +14,7 @@ stored one is otherwise kept, and a missing one generated.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import sys
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RAY_UID, REDIS_UID, GRAFANA_UID = 1000, 999, 472
+# Printable ASCII without spaces or quotes: Redis's config file would split or unquote others.
+ALLOWED = re.compile(r"[!#-&(-~]+")
 
 
 @dataclass(frozen=True)
@@ -54,9 +57,16 @@ def write(path: Path, text: str, owner: int) -> None:
     tmp.replace(path)
 
 
+class SecretError(ValueError):
+    """A value from .env that cannot be used as it is."""
+
+
 def ensure(directory: Path, secret: Secret) -> str:
+    """The secret's value: from .env if set there (stored), else the stored one, else a new one."""
     path = directory / secret.file
     wanted = os.environ.get(secret.env, "").strip()
+    if wanted and not ALLOWED.fullmatch(wanted):
+        raise SecretError(f"{secret.env} in .env may not contain spaces, quotes or non-ASCII")
     stored = path.read_text().strip() if path.is_file() else ""
     if wanted:
         if wanted != stored:
@@ -75,7 +85,11 @@ def ensure(directory: Path, secret: Secret) -> str:
 def main() -> int:
     directory = Path(sys.argv[1] if len(sys.argv) > 1 else "/run/secrets")
     directory.mkdir(parents=True, exist_ok=True)
-    values = {s.file: ensure(directory, s) for s in SECRETS}
+    try:
+        values = {s.file: ensure(directory, s) for s in SECRETS}
+    except SecretError as exc:
+        print(f"[secrets] {exc}", file=sys.stderr, flush=True)
+        return 1
     # Redis reads its password from a config file given as its first argument.
     conf = directory / "redis.conf"
     text = f"requirepass {values['redis_password']}\n"

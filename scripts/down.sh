@@ -8,6 +8,5 @@ cd "$(dirname "$0")/.."
 LOG_TAG=down
 source scripts/lib.sh
 
-ensure_env_file
 log "removing the stack's containers, network and volumes ..."
 compose --profile load --profile grafana down --volumes --remove-orphans --timeout 30

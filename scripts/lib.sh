@@ -15,14 +15,20 @@ compose() {
   fi
 }
 
-# Create .env from .env.example on first use (compose reads it for every variable), readable by
-# this user only: it may hold secrets. Secrets left empty there are generated inside the stack.
+# Create .env from .env.example when missing (scripts/airgap-prepare.sh writes its settings there),
+# readable by its owner only: it may hold secrets. Run under sudo, it is handed to the user who
+# ran sudo, so that compose and scripts/up.sh can read it afterwards.
 ensure_env_file() {
   if [ ! -f .env ]; then
     (umask 077 && cp .env.example .env)
     log "created .env from .env.example (edit it to change ports, workers, images)"
   fi
-  chmod go-rwx .env
+  if [ -O .env ]; then
+    chmod go-rwx .env
+  fi
+  if [ "$(id -u)" = 0 ] && [ -n "${SUDO_UID:-}" ]; then
+    chown "$SUDO_UID:${SUDO_GID:-$SUDO_UID}" .env
+  fi
 }
 
 # The stack's Ray token, as the secrets service stored it (the head must be running).

@@ -10,7 +10,6 @@ cd "$(dirname "$0")/.."
 LOG_TAG=up
 source scripts/lib.sh
 
-ensure_env_file
 workers=${RAY_WORKERS:-$(env_value RAY_WORKERS)}
 workers=${workers:-2}
 deploy_timeout=${DEPLOY_TIMEOUT_S:-$(env_value DEPLOY_TIMEOUT_S)}
@@ -40,9 +39,12 @@ if ! compose up -d --scale "ray-worker=$workers"; then
   die "docker compose up failed"
 fi
 
+token=$(stack_token) || die "could not read the Ray token from ray-head (docker compose ps shows why)"
+deploy_container=$(compose ps -a -q serve-deploy)
+[ -n "$deploy_container" ] || die "no serve-deploy container (docker compose ps -a shows why)"
 log "waiting until the cluster is ready and serve-deploy applied serve/serve_config.yaml ..."
-if ! RAY_AUTH_TOKEN=$(stack_token) python3 scripts/wait_ready.py --workers "$workers" \
-    --timeout "$timeout" --deploy-container "$(compose ps -a -q serve-deploy)" \
+if ! RAY_AUTH_TOKEN=$token python3 scripts/wait_ready.py --workers "$workers" \
+    --timeout "$timeout" --deploy-container "$deploy_container" \
     --api "http://127.0.0.1:${api_port:-8000}" \
     --dashboard "http://127.0.0.1:${dashboard_port:-8265}"; then
   compose ps >&2 || true

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 
 class PredictRequest(BaseModel):
@@ -12,11 +13,19 @@ class PredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: StrictStr | None = Field(
+    model: StrictStr | SkipJsonSchema[None] = Field(
         default=None,
         description="A name listed by GET /models; omitted: the configured `default_model`.",
     )
     text: StrictStr = Field(min_length=1, description="Input text; must not be blank.")
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _omitted_not_null(cls, value: object) -> object:
+        # Omitting `model` picks the default; an explicit null is a client error, as before.
+        if value is None:
+            raise ValueError("model must be a string; omit it for the default model")
+        return value
 
 
 class ClassifyRequest(BaseModel):

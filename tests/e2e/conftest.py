@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,8 +27,11 @@ SECRET_KEYS = ("RAY_AUTH_TOKEN", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
 
 
 def env_file() -> dict[str, str]:
-    path = ROOT / (".env" if (ROOT / ".env").exists() else ".env.example")
-    values = {}
+    """The settings compose reads from .env (none when there is no .env)."""
+    path = ROOT / ".env"
+    values: dict[str, str] = {}
+    if not path.exists():
+        return values
     for line in path.read_text().splitlines():
         if line and not line.startswith("#") and "=" in line:
             key, value = line.split("=", 1)
@@ -35,16 +39,19 @@ def env_file() -> dict[str, str]:
     return values
 
 
-def strip_secrets_from_env_file() -> None:
-    """Leave .env with no secret (only this machine's air-gapped image settings and defaults)."""
+def strip_secrets_from_env_file() -> str | None:
+    """Leave .env with no secret (only this machine's air-gapped image settings and defaults);
+    return what it held before, to be put back."""
     path = ROOT / ".env"
     if not path.exists():
-        return
+        return None
+    original = path.read_text()
     lines = [
         f"{line.split('=', 1)[0]}=" if line.split("=", 1)[0] in SECRET_KEYS else line
         for line in path.read_text().splitlines()
     ]
     path.write_text("\n".join(lines) + "\n")
+    return original
 
 
 def compose_command() -> list[str]:
@@ -101,11 +108,14 @@ class Stack:
             timeout=timeout,
         )
 
-    def containers(self, service: str | None = None) -> list[str]:
+    def containers(self, service: str | None = None, exited: bool = False) -> list[str]:
+        """Running containers of the project (or of one service); `exited` adds stopped ones."""
         labels = [f"label=com.docker.compose.project={self.project}"]
         if service:
             labels.append(f"label=com.docker.compose.service={service}")
         args = [arg for label in labels for arg in ("--filter", label)]
+        if exited:
+            args.append("-a")
         out = subprocess.run(
             ["docker", "ps", "-q", *args], capture_output=True, text=True, check=True
         ).stdout
@@ -149,15 +159,19 @@ class Stack:
         return [n for n in nodes if n["state"] == "ALIVE"]
 
 
-def docker_bridge_gateway() -> str:
-    """The host's address on Docker's default bridge: where `host.docker.internal` (the `locust`
-    scrape job) reaches this machine from Prometheus's container, and nothing beyond it."""
-    return subprocess.run(
-        ["docker", "network", "inspect", "bridge", "-f", "{{(index .IPAM.Config 0).Gateway}}"],
+def host_gateway(stack: Stack) -> str:
+    """The address `host.docker.internal` (the `locust` scrape job) has in Prometheus's container:
+    the host on Docker's default bridge, reachable from containers and not from the network."""
+    (prometheus,) = stack.containers("prometheus")
+    hosts = subprocess.run(
+        ["docker", "exec", prometheus, "cat", "/etc/hosts"],
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.strip()
+    ).stdout
+    return next(
+        line.split()[0] for line in hosts.splitlines() if "host.docker.internal" in line.split()
+    )
 
 
 def start_locust(stack: Stack, csv_prefix: Path, *args: str) -> subprocess.Popen:
@@ -222,7 +236,8 @@ def stack(pytestconfig: pytest.Config) -> Iterator[Stack]:
         pytest.skip("no Docker engine or compose here; .ci/run installs and starts them")
     env = env_file()
     stack = Stack(
-        project=env.get("COMPOSE_PROJECT_NAME", "ray-serve-cluster"),
+        # Without COMPOSE_PROJECT_NAME, compose names the project after the directory.
+        project=env.get("COMPOSE_PROJECT_NAME") or re.sub(r"[^-_a-z0-9]", "", ROOT.name.lower()),
         compose=compose,
         api=f"http://127.0.0.1:{env.get('API_PORT', '8000')}",
         dashboard=f"http://127.0.0.1:{env.get('RAY_DASHBOARD_PORT', '8265')}",
@@ -235,7 +250,7 @@ def stack(pytestconfig: pytest.Config) -> Iterator[Stack]:
         if "compose.airgap.yaml" in env.get("COMPOSE_FILE", ""):
             print("\n[e2e] air-gapped stack (scripts/airgap-prepare.sh): runs without Grafana")
         subprocess.run([str(ROOT / "scripts" / "down.sh")], cwd=ROOT, check=True)
-        strip_secrets_from_env_file()
+        original_env = strip_secrets_from_env_file()
         # docker-compose 1.29 ignores `pull_policy: build` when the image exists, so the image
         # is brought up to date first; Compose v2 does this within `up`.
         subprocess.run([*compose, "build", "models"], cwd=ROOT, check=True)
@@ -254,3 +269,5 @@ def stack(pytestconfig: pytest.Config) -> Iterator[Stack]:
     yield stack
     if os.environ.get("E2E_KEEP_STACK") != "1":
         subprocess.run([str(ROOT / "scripts" / "down.sh")], cwd=ROOT)
+    if original_env is not None:
+        (ROOT / ".env").write_text(original_env)

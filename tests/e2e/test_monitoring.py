@@ -22,7 +22,7 @@ import requests
 from ray.job_submission import JobStatus, JobSubmissionClient
 
 from tests.conftest import ROOT
-from tests.e2e.conftest import Stack, docker_bridge_gateway, locust_totals, start_locust
+from tests.e2e.conftest import Stack, host_gateway, locust_totals, start_locust
 
 pytestmark = pytest.mark.e2e
 
@@ -94,7 +94,7 @@ def traffic(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     out = tmp_path_factory.mktemp("locust")
     process = start_locust(
         stack, out / "run", "-u", "6", "-r", "3", "-t", "100s",
-        "--exporter-port", "9646", "--exporter-host", docker_bridge_gateway(),
+        "--exporter-port", "9646", "--exporter-host", host_gateway(stack),
     )  # fmt: skip
     exported: list = []
     deadline = time.monotonic() + 45

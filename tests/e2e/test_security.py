@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import requests
 
-from tests.e2e.conftest import SECRET_KEYS, Stack, env_file
+from tests.e2e.conftest import SECRET_KEYS, Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -22,8 +22,11 @@ PUBLISHED = {8000, 8265, 9090, 3000, 8089}  # API, Ray dashboard, Prometheus, Gr
 
 
 def test_secrets_generated_inside_the_stack(stack: Stack) -> None:
-    """The stack came up from a .env without secrets: the `secrets` service made them."""
-    assert not any(env_file().get(key) for key in SECRET_KEYS), "the test's .env holds a secret"
+    """The stack came up from a .env without secrets: compose handed the `secrets` service none,
+    and it made them."""
+    (container,) = stack.containers("secrets", exited=True)
+    handed = dict(e.split("=", 1) for e in stack.inspect(container)["Config"]["Env"])
+    assert {key: handed[key] for key in SECRET_KEYS} == dict.fromkeys(SECRET_KEYS, "")
     assert len(stack.token) == 64 and int(stack.token, 16), "no generated Ray token"
     assert len(stack.secret("redis_password")) == 48
 
@@ -32,10 +35,7 @@ def test_no_secret_in_any_container_command_or_environment(stack: Stack) -> None
     """Not in `docker inspect`'s Cmd/Args/Entrypoint/healthcheck of any container, nor in the
     environment of any but the one-shot `secrets` service (where only .env values would go)."""
     secrets = {"token": stack.token, "redis password": stack.secret("redis_password")}
-    label = f"label=com.docker.compose.project={stack.project}"
-    containers = subprocess.run(
-        ["docker", "ps", "-a", "-q", "--filter", label], capture_output=True, text=True, check=True
-    ).stdout.split()
+    containers = stack.containers(exited=True)
     assert len(containers) >= 7, containers  # secrets, models, redis, head, 2 workers, ...
     for container in containers:
         info = stack.inspect(container)
