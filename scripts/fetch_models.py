@@ -262,7 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="fetch again even if present")
     args = parser.parse_args(argv)
 
-    models = configured_models(args.config)
+    try:
+        models = configured_models(args.config)
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"[models] cannot read the Serve config {args.config}: {exc}", file=sys.stderr)
+        return 1
     if not models:
         print(f"[models] no models configured in {args.config}", file=sys.stderr)
         return 1

@@ -161,24 +161,36 @@ def load_deploy_script():
     return module
 
 
-def test_up_fails_fast_with_serve_deploys_error(stack: Stack) -> None:
-    """When serve-deploy cannot apply the config, scripts/up.sh ends as soon as it exits, with its
-    message, not after the 900 s deploy timeout; the running stack is left as it was."""
+def run_up(*args: str, **env: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """scripts/up.sh with extra environment, and how long it took."""
     started = time.monotonic()
     result = subprocess.run(
-        [str(ROOT / "scripts" / "up.sh")],
+        [str(ROOT / "scripts" / "up.sh"), *args],
         cwd=ROOT,
-        env={**os.environ, "SERVE_CONFIG": "serve/missing.yaml"},
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )
-    elapsed = time.monotonic() - started
+    return result, time.monotonic() - started
+
+
+def test_up_fails_fast_with_the_failing_steps_own_error(stack: Stack) -> None:
+    """When serve-deploy (here: given 1 s to deploy) or the models step (here: given a config
+    that does not exist) fails, scripts/up.sh ends as soon as that step exits, with its message,
+    not after its own 900 s; the running application is left as it was."""
+    result, elapsed = run_up("--timeout", "900", DEPLOY_TIMEOUT_S="1")
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]
     assert "serve-deploy exited with code 1" in output, output[-3000:]
-    assert "serve/missing.yaml: invalid" in output, output[-3000:]  # serve-deploy's own words
+    assert "[serve-deploy] timed out" in output, output[-3000:]  # serve-deploy's own words
     assert elapsed < 180, f"up.sh took {elapsed:.0f} s to report a failed deploy"
+
+    result, elapsed = run_up("--timeout", "900", SERVE_CONFIG="serve/missing.yaml")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert "cannot read the Serve config serve/missing.yaml" in output, output[-3000:]
+    assert elapsed < 180, f"up.sh took {elapsed:.0f} s to report a failed model fetch"
     assert stack.serve_app()["status"] == "RUNNING"
 
 
@@ -198,9 +210,7 @@ def test_up_waits_for_the_current_config_over_an_older_running_one(
     assert not deploy.runs_config(stack.serve_app(), expected)
     token = stack.token
 
-    result = subprocess.run(
-        [str(ROOT / "scripts" / "up.sh")], cwd=ROOT, capture_output=True, text=True, timeout=900
-    )
+    result, _ = run_up()
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     app = stack.serve_app()
     assert app["status"] == "RUNNING"
