@@ -42,7 +42,8 @@ fi
 token=$(stack_token) || die "could not read the Ray token from ray-head (docker compose ps shows why)"
 deploy_container=$(compose ps -a -q serve-deploy)
 [ -n "$deploy_container" ] || die "no serve-deploy container (docker compose ps -a shows why)"
-log "waiting until the cluster is ready and serve-deploy applied serve/serve_config.yaml ..."
+serve_config=${SERVE_CONFIG:-$(env_value SERVE_CONFIG)}
+log "waiting until the cluster is ready and serve-deploy applied ${serve_config:-serve/serve_config.yaml} ..."
 if ! RAY_AUTH_TOKEN=$token python3 scripts/wait_ready.py --workers "$workers" \
     --timeout "$timeout" --deploy-container "$deploy_container" \
     --api "http://127.0.0.1:${api_port:-8000}" \
@@ -52,5 +53,12 @@ if ! RAY_AUTH_TOKEN=$token python3 scripts/wait_ready.py --workers "$workers" \
   compose logs --tail 30 serve-deploy >&2 || true
   die "stack not ready"
 fi
+grafana_port=${GRAFANA_PORT:-$(env_value GRAFANA_PORT)}
+prometheus_port=${PROMETHEUS_PORT:-$(env_value PROMETHEUS_PORT)}
 log "API http://127.0.0.1:${api_port:-8000}  Ray dashboard http://127.0.0.1:${dashboard_port:-8265}"
+if [[ "${COMPOSE_FILE:-$(env_value COMPOSE_FILE)}" == *compose.airgap.yaml* ]]; then
+  log "Prometheus http://127.0.0.1:${prometheus_port:-9090}  (no Grafana on an air-gapped machine)"
+else
+  log "Grafana http://127.0.0.1:${grafana_port:-3000}  Prometheus http://127.0.0.1:${prometheus_port:-9090}"
+fi
 log "Ray token: docker compose exec ray-head cat /run/secrets/ray_auth_token"
