@@ -66,6 +66,14 @@ def test_ray_jobs_api_refuses_requests_without_the_token(stack: Stack) -> None:
     assert requests.get(f"{stack.dashboard}/api/jobs/", headers=stack.auth, timeout=30).ok
 
 
+def test_prometheus_lifecycle_api_is_off(stack: Stack) -> None:
+    """Whoever reaches Prometheus's port can read, not stop or reload it."""
+    for action in ("quit", "reload"):
+        resp = requests.post(f"{stack.prometheus}/-/{action}", timeout=30)
+        assert resp.status_code == 403, (action, resp.status_code, resp.text[:200])
+    assert requests.get(f"{stack.prometheus}/-/ready", timeout=30).ok
+
+
 def test_internal_ports_are_not_reachable_from_the_host(stack: Stack) -> None:
     for port, what in INTERNAL_PORTS.items():
         with socket.socket() as sock:
