@@ -25,6 +25,11 @@ logger = logging.getLogger("ray.serve")
 FAULT_INJECTION_ENV = "SERVE_APP_FAULT_INJECTION"
 
 
+def require_fault_injection() -> None:
+    if os.environ.get(FAULT_INJECTION_ENV) != "1":
+        raise PermissionError(f"fault injection is disabled (set {FAULT_INJECTION_ENV}=1)")
+
+
 def assigned_cpus() -> float:
     """CPUs Ray reserved for this replica (`ray_actor_options.num_cpus`)."""
     return float(ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0))
@@ -42,6 +47,7 @@ class ModelDeployment:
         self.metrics = ModelMetrics(name)
         self.consecutive_failures = 0
         self.injected_fault: str | None = None
+        self.injected_batch_failures = 0
         self.model_free = asyncio.Event()  # set while no batch is running; see predict()
         self.model_free.set()
         started = time.perf_counter()
@@ -79,6 +85,9 @@ class ModelDeployment:
         started = time.perf_counter()
         self.model_free.clear()
         try:
+            if self.injected_batch_failures:
+                self.injected_batch_failures -= 1
+                raise RuntimeError("injected batch failure (fail_next_batches)")
             # A worker thread keeps the replica's event loop free for queuing and health checks.
             results = await asyncio.to_thread(self.model.predict, texts)
         except Exception as exc:
@@ -135,11 +144,19 @@ class ModelDeployment:
 
         Only enabled when the deployment's runtime_env sets SERVE_APP_FAULT_INJECTION=1.
         """
-        if os.environ.get(FAULT_INJECTION_ENV) != "1":
-            raise PermissionError(f"fault injection is disabled (set {FAULT_INJECTION_ENV}=1)")
+        require_fault_injection()
         replica = serve.get_replica_context().replica_tag
         self.injected_fault = f"fault injected into replica {replica}"
         logger.warning("Replica %s will fail its health checks from now on", replica)
+        return replica
+
+    def fail_next_batches(self, count: int = 1) -> str:
+        """Fault injection for tests: this replica's next `count` batches raise, as a broken
+        model would. Enabled like `fail_health_checks`."""
+        require_fault_injection()
+        self.injected_batch_failures = count
+        replica = serve.get_replica_context().replica_tag
+        logger.warning("Replica %s will fail its next %d batches", replica, count)
         return replica
 
 

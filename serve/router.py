@@ -3,6 +3,7 @@
 # No `from __future__ import annotations`: FastAPI reads the real types off the methods that
 # `serve.ingress` rebinds.
 import asyncio
+import logging
 from typing import Any
 
 from fastapi import FastAPI
@@ -30,6 +31,8 @@ from serve.schemas import (
     SentimentResult,
     SummaryResult,
 )
+
+logger = logging.getLogger("ray.serve")
 
 # The replica or its node died mid-request: safe to send again, to another replica.
 RETRYABLE = (RayActorError, ReplicaUnavailableError)
@@ -154,7 +157,9 @@ class Router:
                     503, "not_ready", f"Model {model!r} is not ready: {type(exc).__name__}", retry
                 ) from None
             except RayTaskError as exc:
+                # The cause stays in the logs: its text may carry the model's internals.
+                logger.warning("Model %r failed: %r", model, exc.cause)
                 raise ApiError(
-                    500, "inference_failed", f"Model {model!r} failed: {exc.cause!r}"
+                    500, "inference_failed", f"Model {model!r} failed; its replica's log says why"
                 ) from None
         raise AssertionError("unreachable: the last attempt returns or raises")

@@ -7,6 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from ray import serve
+
+from tests.integration.conftest import RENAMED_APP
 
 pytestmark = pytest.mark.integration
 
@@ -196,3 +199,13 @@ def test_overload_is_503_with_retry_after(api: str) -> None:
         assert_error(resp, 503, "overloaded")
         assert int(resp.headers["Retry-After"]) >= 1
     assert any(r.status_code == 200 for r in responses)
+
+
+def test_failed_inference_is_500_without_internals(api: str) -> None:
+    """A model that raises gives the client a JSON 500 naming the model, not the exception."""
+    handle = serve.get_deployment_handle("mood", app_name=RENAMED_APP)
+    handle.fail_next_batches.remote(1).result(timeout_s=30)
+    body = assert_error(post(f"{api}/renamed/predict", {"text": "x"}), 500, "inference_failed")
+    assert "mood" in body["detail"]
+    assert "RuntimeError" not in body["detail"] and "injected" not in body["detail"], body
+    assert post(f"{api}/renamed/predict", {"text": "x"}).status_code == 200
