@@ -3,11 +3,11 @@
 Started on the master (or a local run) at `--exporter-host`:`--exporter-port`
 (LOCUST_EXPORTER_HOST, default 127.0.0.1: this machine only; LOCUST_EXPORTER_PORT, default 9646;
 0 disables it). The compose `locust` service binds 0.0.0.0 inside its container, where the stack's
-Prometheus reaches it. A Locust on the host is scraped at `host.docker.internal:9646`, the Docker
-bridge's gateway address, so bind the exporter to that address, which is still not the outside
-network:
+Prometheus reaches it. A Locust on the host is scraped at `host.docker.internal:9646`, the host's
+address on Docker's default bridge (docker0, usually 172.17.0.1), so bind the exporter to that
+address, which is still not the outside network:
 
-    locust --exporter-host $(docker network inspect bridge -f '{{(index .IPAM.Config 0).Gateway}}')
+    locust --exporter-host "$(ip -4 -o addr show docker0 | awk '{print $4}' | cut -d/ -f1)"
 
 Values are read from Locust's stats at scrape time by a prometheus-client collector:
 
