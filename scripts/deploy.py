@@ -60,11 +60,9 @@ def summarize(apps: dict) -> str:
 
 def expected_apps(config_path: str) -> dict[str, dict]:
     """Each application of the file, as Ray's schema reads it: the fields the file sets."""
-    import yaml
-    from ray.serve.schema import ServeDeploySchema
+    from serve.check_config import load_config
 
-    with open(config_path) as f:
-        schema = ServeDeploySchema.model_validate(yaml.safe_load(f))
+    schema = load_config(config_path)
     return {app.name: app.model_dump(exclude_unset=True) for app in schema.applications}
 
 

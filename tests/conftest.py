@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE_CONFIG = ROOT / "serve" / "serve_config.yaml"
 TINY_MODELS = ROOT / ".cache" / "models" / "tiny"
+
+
+def load_script(path: Path) -> ModuleType:
+    """A script of the repository (not a package module) imported by path, as tests call its
+    functions. Its folder goes on sys.path for the helpers beside it (scripts/ray_auth.py), and the
+    module into sys.modules, where dataclasses look it up."""
+    sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

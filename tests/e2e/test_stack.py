@@ -3,10 +3,8 @@ proxy, healthchecks, scaling, Prometheus scraping, and a clean `down`. Runs in f
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import ROOT, SERVE_CONFIG
+from tests.conftest import ROOT, SERVE_CONFIG, load_script
 from tests.e2e.conftest import Stack, deploy_config
 
 pytestmark = pytest.mark.e2e
@@ -152,15 +150,6 @@ def test_prometheus_scrapes_every_node(stack: Stack) -> None:
     raise AssertionError(f"Prometheus sees {len(up)} Ray nodes up, expected {1 + stack.workers}")
 
 
-def load_deploy_script():
-    """scripts/deploy.py as a module (it imports scripts/ray_auth.py beside it)."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    spec = importlib.util.spec_from_file_location("deploy", ROOT / "scripts" / "deploy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def run_up(*args: str, **env: str) -> tuple[subprocess.CompletedProcess[str], float]:
     """scripts/up.sh with extra environment, and how long it took."""
     started = time.monotonic()
@@ -200,7 +189,7 @@ def test_up_waits_for_the_current_config_over_an_older_running_one(
     """An application RUNNING an older config (as the head restores it from Redis after `down`
     without `-v`) is not ready: up.sh returns once serve-deploy applied serve/serve_config.yaml.
     The secrets survive the `secrets` service running again."""
-    deploy = load_deploy_script()
+    deploy = load_script(ROOT / "scripts" / "deploy.py")
     expected = deploy.expected_apps(str(SERVE_CONFIG))["models"]
     older = yaml.safe_load(SERVE_CONFIG.read_text())
     for deployment in older["applications"][0]["deployments"]:

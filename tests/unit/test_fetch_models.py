@@ -7,7 +7,6 @@ serves repos: several commits, LFS weights behind a redirect, exported duplicate
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -16,13 +15,12 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.conftest import ROOT, SERVE_CONFIG
+from tests.conftest import ROOT, SERVE_CONFIG, load_script
 from tests.unit.hub_server import FakeHub
 
 SCRIPT = ROOT / "scripts" / "fetch_models.py"
@@ -202,14 +200,6 @@ def files_in(directory: Path) -> set[str]:
 
 def leftovers(dest: Path) -> list[str]:
     return sorted(p.name for p in dest.iterdir() if p.name.startswith(".") and p.is_dir())
-
-
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fetch_models", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_fetch_copies_local_sources_and_is_idempotent(tiny_models: Path, tmp_path: Path) -> None:
@@ -431,7 +421,7 @@ def test_hub_source_without_a_model_fails_clearly(
 
 
 def test_select_files_takes_one_weights_format_and_the_support_files() -> None:
-    script = load_script()
+    script = load_script(SCRIPT)
     select = script.select_files
     sharded = [
         "config.json",

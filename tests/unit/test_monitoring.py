@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, SERVE_CONFIG
+from tests.conftest import ROOT, SERVE_CONFIG, load_script
 
 PROMETHEUS = ROOT / "prometheus"
 GRAFANA = ROOT / "grafana"
@@ -81,13 +81,7 @@ def test_every_alert_has_a_unit_test_and_annotations() -> None:
 
 
 def test_serve_limits_match_serve_config() -> None:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "serve_limits", ROOT / "prometheus" / "serve_limits.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(ROOT / "prometheus" / "serve_limits.py")
     expected = module.render(yaml.safe_load(SERVE_CONFIG.read_text()))
     assert (PROMETHEUS / "rules" / "serve_limits.yml").read_text() == expected, (
         "prometheus/rules/serve_limits.yml is stale: run python prometheus/serve_limits.py"

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import stat
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, load_script
 
-spec = importlib.util.spec_from_file_location("stack_secrets", ROOT / "images" / "stack_secrets.py")
-stack_secrets = importlib.util.module_from_spec(spec)
-sys.modules["stack_secrets"] = stack_secrets  # dataclasses look their module up
-spec.loader.exec_module(stack_secrets)
+stack_secrets = load_script(ROOT / "images" / "stack_secrets.py")
 
 TOKEN = stack_secrets.Secret("ray_auth_token", "RAY_AUTH_TOKEN", os.getuid(), lambda: "generated")
 
