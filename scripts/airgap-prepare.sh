@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make scripts/up.sh work where no container registry or model hub is reachable (CI):
 #   1. a Debian-based Python 3.11 base image, built from Debian packages (debootstrap)
-#   2. Prometheus and Redis images from Debian's `prometheus` and `redis-server` packages
+#   2. Prometheus, Redis and HAProxy images from Debian's `prometheus`, `redis-server` and
+#      `haproxy` packages
 #   3. a wheelhouse of requirements.lock, so the Ray image builds without a package index
 #   4. architecture-faithful local models (scripts/make_test_models.py --size full)
 #   5. .env pointing compose at all of the above; Grafana (no such package) is left out
@@ -19,6 +20,7 @@ CACHE=${AIRGAP_CACHE_DIR:-$HOME/.cache/ray-serve-cluster}
 PYTHON_IMAGE=ray-serve-cluster/python:3.11-bookworm
 PROMETHEUS_IMAGE=ray-serve-cluster/prometheus:2.42-bookworm
 REDIS_IMAGE=ray-serve-cluster/redis:7.0-bookworm
+LB_IMAGE=ray-serve-cluster/haproxy:2.6-bookworm
 WHEELS=$CACHE/wheels
 WHEELHOUSE=images/wheelhouse   # the copy inside the Docker build context
 MODELS=$CACHE/models/full
@@ -47,7 +49,7 @@ else
     - "$PYTHON_IMAGE" >/dev/null
 fi
 
-# 2. Prometheus and Redis images ----------------------------------------------------------------
+# 2. Prometheus, Redis and HAProxy images ---------------------------------------------------
 build_debian_image() {  # IMAGE DOCKERFILE PACKAGE
   if have_image "$1"; then
     log "2/5 $1: present, kept"
@@ -58,6 +60,7 @@ build_debian_image() {  # IMAGE DOCKERFILE PACKAGE
 }
 build_debian_image "$PROMETHEUS_IMAGE" images/prometheus-debian.Dockerfile prometheus
 build_debian_image "$REDIS_IMAGE" images/redis-debian.Dockerfile redis-server
+build_debian_image "$LB_IMAGE" images/haproxy-debian.Dockerfile haproxy
 
 # 3. Wheelhouse --------------------------------------------------------------------------------
 want=$(sha256sum requirements.lock | cut -d' ' -f1)
@@ -90,5 +93,6 @@ set_env PYTHON_BASE_IMAGE "$PYTHON_IMAGE"
 set_env PIP_INSTALL_ARGS "--no-index --find-links /wheels"
 set_env PROMETHEUS_IMAGE "$PROMETHEUS_IMAGE"
 set_env REDIS_IMAGE "$REDIS_IMAGE"
+set_env LB_IMAGE "$LB_IMAGE"
 set_env MODELS_VOLUME "$MODELS"
 log "5/5 .env points compose at the local images, wheelhouse and models; Grafana is left out"

@@ -13,10 +13,17 @@ from serve.router import Router
 
 
 def build_app(args: AppArgs) -> Application:
-    """One deployment per configured model, named after it, behind the Router."""
+    """One deployment per configured model, named after it, behind the Router. Each model gets
+    its effective timeout, from which its replicas judge a batch hung."""
     args = parse_args(args)
     models = {
-        name: DEPLOYMENTS[spec.task].options(name=name).bind(name, spec, args.model_dir)
+        name: DEPLOYMENTS[spec.task]
+        .options(name=name)
+        .bind(
+            name,
+            spec.model_copy(update={"timeout_s": spec.timeout_s or args.inference_timeout_s}),
+            args.model_dir,
+        )
         for name, spec in args.models.items()
     }
     return Router.bind(args, models)

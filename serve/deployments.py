@@ -23,6 +23,9 @@ from serve.models import load_model
 logger = logging.getLogger("ray.serve")
 
 FAULT_INJECTION_ENV = "SERVE_APP_FAULT_INJECTION"
+# A batch running longer than the model's timeout (no caller waits for it any more) marks the
+# replica hung; this floor keeps a test's sub-second timeout from condemning ordinary batches.
+MIN_HUNG_BATCH_S = 1.0
 
 
 def require_fault_injection() -> None:
@@ -48,6 +51,9 @@ class ModelDeployment:
         self.consecutive_failures = 0
         self.injected_fault: str | None = None
         self.injected_batch_failures = 0
+        self.injected_hang_s: float | None = None
+        # perf_counter() when the running batch started; None while the model is idle.
+        self.batch_started: float | None = None
         self.model_free = asyncio.Event()  # set while no batch is running; see predict()
         self.model_free.set()
         started = time.perf_counter()
@@ -82,12 +88,15 @@ class ModelDeployment:
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def infer_batch(self, texts: list[str]) -> list[dict[str, Any]]:
-        started = time.perf_counter()
+        started = self.batch_started = time.perf_counter()
         self.model_free.clear()
         try:
             if self.injected_batch_failures:
                 self.injected_batch_failures -= 1
                 raise RuntimeError("injected batch failure (fail_next_batches)")
+            if self.injected_hang_s is not None:
+                hang_s, self.injected_hang_s = self.injected_hang_s, None
+                await asyncio.to_thread(time.sleep, hang_s)  # a forward pass that never returns
             # A worker thread keeps the replica's event loop free for queuing and health checks.
             results = await asyncio.to_thread(self.model.predict, texts)
         except Exception as exc:
@@ -95,16 +104,25 @@ class ModelDeployment:
             self.metrics.record_error(exc)
             raise
         finally:
+            self.batch_started = None
             self.model_free.set()
         self.consecutive_failures = 0
         self.metrics.record_batch(texts, (time.perf_counter() - started) * 1000)
         return results
 
     def check_health(self) -> None:
-        """Cheap by design: a loaded model and a bounded run of failed batches, no forward pass."""
+        """Cheap by design, no forward pass: a loaded model, no batch running past the model's
+        timeout (by then every caller has had its 504, and the requests queued behind it would
+        get theirs too: the model is hung), and a bounded run of failed batches."""
         self.model.probe()
         if self.injected_fault:
             raise RuntimeError(self.injected_fault)
+        limit_s = max(self.spec.timeout_s or 0.0, MIN_HUNG_BATCH_S)
+        if self.batch_started is not None and time.perf_counter() - self.batch_started > limit_s:
+            raise RuntimeError(
+                f"a batch has run for {time.perf_counter() - self.batch_started:.0f}s, past the "
+                f"model's timeout ({limit_s}s): the model is hung"
+            )
         if self.consecutive_failures >= self.settings.max_consecutive_failures:
             raise RuntimeError(
                 f"{self.consecutive_failures} consecutive failed batches "
@@ -148,6 +166,15 @@ class ModelDeployment:
         replica = serve.get_replica_context().replica_tag
         self.injected_fault = f"fault injected into replica {replica}"
         logger.warning("Replica %s will fail its health checks from now on", replica)
+        return replica
+
+    def hang_next_batch(self, seconds: float = 3600.0) -> str:
+        """Fault injection for tests: this replica's next forward pass blocks for `seconds`, as a
+        wedged model would. Enabled like `fail_health_checks`."""
+        require_fault_injection()
+        self.injected_hang_s = seconds
+        replica = serve.get_replica_context().replica_tag
+        logger.warning("Replica %s will hang in its next batch for %.0fs", replica, seconds)
         return replica
 
     def fail_next_batches(self, count: int = 1) -> str:

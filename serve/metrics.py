@@ -1,11 +1,15 @@
-"""Application metrics, exported by every node's metrics agent (port 8080) as `ray_model_*`.
+"""Application metrics, exported by every node's metrics agent (port 8080) as `ray_model_*` (the
+model replicas) and `ray_router_*` (the Router).
 
 Serve adds the `deployment`, `replica` and `application` tags itself; `model` is the model's name.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 from ray.serve.metrics import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_MS_BOUNDARIES = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
 BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128]
@@ -50,3 +54,66 @@ class ModelMetrics:
 
     def record_error(self, error: BaseException) -> None:
         self.errors.inc(tags={"error_type": type(error).__name__})
+
+
+ROUTES = ("/predict", "/classify", "/models")
+SERVER_ERRORS = ("500", "503", "504")
+
+
+class ApiResponses:
+    """`ray_router_responses_total`: every answer of the API by model, route and status code.
+
+    The Router's own 503 (overload), 504 (timeout) and 500 are normal responses to Serve, which
+    counts only exceptions, so without this they would be invisible to the error-ratio rule and
+    its alert. `model` is a configured model's name or empty (a request that names none, so
+    clients cannot grow the label set); `route` is one of ROUTES or `other`.
+    """
+
+    def __init__(self, routes: dict[str, list[str]]) -> None:
+        self.counter = Counter(
+            "router_responses",
+            description="Answers of the API by model, route and HTTP status code.",
+            tag_keys=("model", "route", "code"),
+        )
+        # Each model's server-error series start at 0: a counter first seen at N (the first
+        # burst of 503s) has no increase for rate() to see. Ray's public inc() refuses 0.
+        for route, models in routes.items():
+            for model in models:
+                for code in SERVER_ERRORS:
+                    self.counter._record(0.0, tags={"model": model, "route": route, "code": code})
+
+    def count(self, model: str, path: str, status: int) -> None:
+        route = path if path in ROUTES else "other"
+        self.counter.inc(tags={"model": model, "route": route, "code": str(status)})
+
+
+class ResponseCounter:
+    """ASGI middleware that hands every answer's status to the app's `state.responses`
+    (an ApiResponses), with the model a handler put in `scope["state"]["model"]`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        responses = getattr(getattr(scope.get("app"), "state", None), "responses", None)
+        if scope["type"] != "http" or responses is None:
+            await self.app(scope, receive, send)
+            return
+        status = 500  # what the client gets when the app raises before answering
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        except asyncio.CancelledError:
+            status = 499  # the client hung up first: Serve's own code for it, not a server error
+            raise
+        finally:
+            model = scope.get("state", {}).get("model", "")
+            # The path within the application, without its route_prefix (Serve's root_path).
+            path, root = scope.get("path", ""), scope.get("root_path", "")
+            responses.count(model, path.removeprefix(root) if root else path, status)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve import metrics
@@ -20,6 +20,7 @@ from ray.serve.handle import DeploymentHandle
 
 from serve.config import AppArgs
 from serve.errors import ApiError, BodySizeLimit, install_error_handlers
+from serve.metrics import ApiResponses, ResponseCounter
 from serve.schemas import (
     ClassifyRequest,
     ClassifyResult,
@@ -56,6 +57,7 @@ api = FastAPI(
     description="Sentiment, summarization and embeddings behind one endpoint.",
 )
 api.add_middleware(BodySizeLimit)
+api.add_middleware(ResponseCounter)  # outermost: counts BodySizeLimit's 413 too
 install_error_handlers(api)
 
 
@@ -73,20 +75,23 @@ class Router:
             tag_keys=("model", "reason"),
         )
         api.state.max_body_bytes = args.max_body_bytes
+        api.state.responses = ApiResponses(
+            {"/predict": list(args.models), "/classify": [args.classify_model]}
+        )
 
     @api.post(
         "/predict",
         response_model=SentimentResult | SummaryResult | EmbeddingResult,
         responses=ERRORS,
     )
-    async def predict(self, request: PredictRequest) -> dict[str, Any]:
+    async def predict(self, request: PredictRequest, http: Request) -> dict[str, Any]:
         model = request.model or self.args.default_model
-        result = await self._infer(model, request.text)
+        result = await self._infer(model, request.text, http)
         return {"model": model, **result}
 
     @api.post("/classify", response_model=ClassifyResult, responses=ERRORS)
-    async def classify(self, request: ClassifyRequest) -> dict[str, Any]:
-        result = await self._infer(self.args.classify_model, request.text)
+    async def classify(self, request: ClassifyRequest, http: Request) -> dict[str, Any]:
+        result = await self._infer(self.args.classify_model, request.text, http)
         return {"label": result["label"], "score": result["score"]}
 
     @api.get("/models", response_model=ModelsResponse)
@@ -110,7 +115,7 @@ class Router:
                 num_cpus=None,
             )
 
-    async def _infer(self, model: str, text: str) -> dict[str, Any]:
+    async def _infer(self, model: str, text: str, http: Request) -> dict[str, Any]:
         handle = self.models.get(model)
         if handle is None:
             raise ApiError(
@@ -118,6 +123,7 @@ class Router:
                 "unknown_model",
                 f"Unknown model {model!r}. Available: {sorted(self.models)}",
             )
+        http.state.model = model  # ResponseCounter's `model` label: a configured name only
         if not text.strip():
             raise ApiError(422, "invalid_request", "text must not be blank")
         if len(text) > self.args.max_text_chars:

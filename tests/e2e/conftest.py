@@ -3,12 +3,14 @@ with no secrets in .env), then waited for by scripts/up.sh; traffic only to 127.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +24,8 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
 
+# Alerts' `for:` in the e2e stack (fast_alert_rules), instead of up to 10 minutes.
+FAST_FOR = "5s"
 # Generated inside the stack on first start; .env may set them but a new user's does not.
 SECRET_KEYS = ("RAY_AUTH_TOKEN", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
 
@@ -222,11 +226,92 @@ def deploy_config(stack: Stack, config: dict, path: Path) -> None:
     stack.serve_deploy(path)
 
 
+def locust_failures(csv_prefix: Path) -> dict[str, int]:
+    """Failures by HTTP status (else by error text) from Locust's `_failures.csv`, e.g.
+    {"HTTP 504": 3}."""
+    path = Path(f"{csv_prefix}_failures.csv")
+    counts: dict[str, int] = {}
+    if path.exists():
+        with path.open() as failures:
+            rows = list(csv.DictReader(failures))
+        for row in rows:
+            status = re.search(r"HTTP (\d{3})", row["Error"])
+            kind = status[0] if status else row["Error"][:80]
+            counts[kind] = counts.get(kind, 0) + int(row["Occurrences"])
+    return counts
+
+
 def locust_totals(csv_prefix: Path) -> tuple[int, int, list[str]]:
     """(requests, failures, all rows) from the Aggregated row of Locust's `_stats.csv`."""
     rows = Path(f"{csv_prefix}_stats.csv").read_text().splitlines()
     aggregated = next(line for line in rows if ",Aggregated," in line).split(",")
     return int(aggregated[2]), int(aggregated[3]), rows
+
+
+class FiringAlerts:
+    """Reads Prometheus's /api/v1/alerts every 2 s in a thread while the block runs: which
+    alerts started firing within it, and when (seconds after the block began). An alert already
+    firing when the block began (same alert, same `activeAt`) does not count."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.seen: dict[str, float] = {}
+        self._before: set[tuple[str, str]] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._started = 0.0
+
+    def _firing(self) -> set[tuple[str, str]]:
+        """(alertname, activeAt) of every firing alert; empty when Prometheus is busy."""
+        try:
+            alerts = requests.get(f"{self.stack.prometheus}/api/v1/alerts", timeout=10).json()
+            return {
+                (a["labels"]["alertname"], a["activeAt"])
+                for a in alerts["data"]["alerts"]
+                if a["state"] == "firing"
+            }
+        except (requests.RequestException, ValueError, KeyError):
+            return set()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            for name, _ in self._firing() - self._before:
+                self.seen.setdefault(name, time.monotonic() - self._started)
+            self._stop.wait(2)
+
+    def wait_for(self, name: str, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while name not in self.seen and time.monotonic() < deadline:
+            time.sleep(1)
+        return name in self.seen
+
+    def __enter__(self) -> FiringAlerts:
+        self._before = self._firing()
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+
+def fast_alert_rules() -> Path:
+    """A copy of prometheus/ whose alerts wait at most FAST_FOR before firing (`for:`), so the
+    fault tests see them fire within their own minute; every expression is unchanged."""
+    out = ROOT / "build" / "e2e-prometheus"
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(ROOT / "prometheus", out)
+    for path in (out / "rules").glob("*.yml"):
+        rules = yaml.safe_load(path.read_text())
+        for group in rules["groups"]:
+            for rule in group["rules"]:
+                if "alert" in rule and "for" in rule:
+                    rule["for"] = FAST_FOR
+        path.write_text(yaml.safe_dump(rules, sort_keys=False))
+    for path in [out, *out.rglob("*")]:  # Prometheus runs as nobody
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -251,6 +336,8 @@ def stack(pytestconfig: pytest.Config) -> Iterator[Stack]:
             print("\n[e2e] air-gapped stack (scripts/airgap-prepare.sh): runs without Grafana")
         subprocess.run([str(ROOT / "scripts" / "down.sh")], cwd=ROOT, check=True)
         original_env = strip_secrets_from_env_file()
+        # Every compose call of the session (fixtures and tests) mounts the fast-alert copy.
+        os.environ["PROMETHEUS_CONFIG_DIR"] = str(fast_alert_rules())
         # docker-compose 1.29 ignores `pull_policy: build` when the image exists, so the image
         # is brought up to date first; Compose v2 does this within `up`.
         subprocess.run([*compose, "build", "models"], cwd=ROOT, check=True)

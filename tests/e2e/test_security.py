@@ -17,6 +17,7 @@ INTERNAL_PORTS = {
     8080: "metrics",
     44217: "autoscaler metrics",
     44227: "dashboard metrics",
+    8404: "load balancer metrics",
 }
 PUBLISHED = {8000, 8265, 9090, 3000, 8089}  # API, Ray dashboard, Prometheus, Grafana, Locust UI
 

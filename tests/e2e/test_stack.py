@@ -13,7 +13,7 @@ import requests
 import yaml
 
 from tests.conftest import ROOT, SERVE_CONFIG, load_script
-from tests.e2e.conftest import Stack, deploy_config
+from tests.e2e.conftest import Stack, deploy_config, prometheus_value, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -65,18 +65,29 @@ def test_ray_healthz_through_proxy(stack: Stack) -> None:
     assert requests.get(f"{stack.api}/-/routes", timeout=30).json() == {"/": "models"}
 
 
-def test_http_ingress_is_haproxy(stack: Stack) -> None:
-    """compose turns on Serve's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1): an HAProxy process
-    runs on the head, where the API port is published."""
-    (head,) = stack.containers("ray-head")
+def test_every_node_runs_an_ingress_behind_the_load_balancer(stack: Stack) -> None:
+    """proxy_location EveryNode with Serve's HAProxy data path: an HAProxy process on the head
+    and on each worker, the `lb` service counts every one of them up (its health checks of
+    /-/healthz, scraped by Prometheus), and the Router's two replicas run on two workers."""
     probe = "import node_health; print(node_health.process_running(b'/haproxy'))"
-    out = subprocess.run(
-        ["docker", "exec", "-w", "/app/images", head, "python3", "-c", probe],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert out.stdout.strip() == "True", out
+    for container in stack.containers("ray-head") + stack.containers("ray-worker"):
+        out = subprocess.run(
+            ["docker", "exec", "-w", "/app/images", container, "python3", "-c", probe],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert out.stdout.strip() == "True", (container, out)
+    nodes_up = 'sum(haproxy_server_status{job="lb", proxy="serve", state="UP"})'
+    counted = wait_until(lambda: prometheus_value(stack, nodes_up) == 1 + stack.workers, 60)
+    assert counted is not None, prometheus_value(stack, nodes_up)
+    head = next(n["node_id"] for n in stack.nodes() if n["is_head_node"])
+    routers = [
+        r["node_id"]
+        for r in stack.serve_app()["deployments"]["Router"]["replicas"]
+        if r["state"] == "RUNNING"
+    ]
+    assert len(routers) == 2 and len(set(routers)) == 2 and head not in routers, routers
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,8 @@ APP = "models"
 STRICT_APP = "strict"
 HASTY_APP = "hasty"
 RENAMED_APP = "renamed"
+# The renamed app's timeout: also how long a batch may run before its replica counts as hung.
+RENAMED_TIMEOUT_S = 3.0
 
 
 @dataclass
@@ -68,6 +70,8 @@ def test_config(tiny_models: Path) -> dict[str, Any]:
     """The shipped config with tiny models, short health periods and a second, strict app."""
     config = yaml.safe_load(SERVE_CONFIG.read_text())
     config["http_options"]["port"] = HTTP_PORT
+    # Every node of this cluster is a process on one host: one HTTP ingress, on the head.
+    config["proxy_location"] = "HeadOnly"
     app = config["applications"][0]
     app["args"]["model_dir"] = str(tiny_models)
     app["runtime_env"]["env_vars"]["SERVE_APP_FAULT_INJECTION"] = "1"
@@ -91,7 +95,7 @@ def test_config(tiny_models: Path) -> dict[str, Any]:
 
 def renamed_default(app: dict[str, Any], tiny_models: Path) -> dict[str, Any]:
     """One sentiment model named `mood`, which is also `default_model`: no `sentiment` at all."""
-    variant = sentiment_only(app, RENAMED_APP)
+    variant = sentiment_only(app, RENAMED_APP, inference_timeout_s=RENAMED_TIMEOUT_S)
     spec = {**app["args"]["models"]["sentiment"], "source": str(tiny_models / "sentiment")}
     variant["args"].update(models={"mood": spec}, default_model="mood", classify_model="mood")
     variant["deployments"][1]["name"] = "mood"
@@ -155,7 +159,8 @@ def cluster(tiny_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         },
     )
     for name in ("worker-1", "worker-2"):
-        head.add_node(num_cpus=4, metrics_export_port=METRICS_PORTS[name])
+        # The `worker` resource, as compose's workers offer it, places the Router replicas.
+        head.add_node(num_cpus=4, resources={"worker": 1}, metrics_export_port=METRICS_PORTS[name])
     ray.init(address=head.address, log_to_driver=False)
     head_node_id = ray.get_runtime_context().get_node_id()
     config = test_config(tiny_models)

@@ -1,4 +1,4 @@
-"""Read a histogram out of Prometheus text exposition, summed over the nodes' metrics agents."""
+"""Read series out of Prometheus text exposition, summed over the nodes' metrics agents."""
 
 from __future__ import annotations
 
@@ -24,3 +24,15 @@ def batches_larger_than(buckets: dict[float, float], size: int) -> float:
     if not buckets:
         return 0.0
     return buckets[float("inf")] - buckets.get(float(size), 0.0)
+
+
+def router_responses(text: str) -> dict[tuple[str, str, str, str], float]:
+    """(application, model, route, code) -> answers counted by `ray_router_responses_total`."""
+    counted: dict[tuple[str, str, str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "ray_router_responses_total":
+                labels = sample.labels
+                key = (labels["application"], labels["model"], labels["route"], labels["code"])
+                counted[key] = counted.get(key, 0.0) + sample.value
+    return counted

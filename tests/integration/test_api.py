@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 from ray import serve
 
-from tests.integration.conftest import RENAMED_APP
+from tests.integration.conftest import RENAMED_APP, LocalCluster
+from tests.integration.metrics import router_responses
 
 pytestmark = pytest.mark.integration
 
@@ -209,3 +211,34 @@ def test_failed_inference_is_500_without_internals(api: str) -> None:
     assert "mood" in body["detail"]
     assert "RuntimeError" not in body["detail"] and "injected" not in body["detail"], body
     assert post(f"{api}/renamed/predict", {"text": "x"}).status_code == 200
+
+
+def test_every_answer_is_counted_by_model_and_status(cluster: LocalCluster, api: str) -> None:
+    """`ray_router_responses_total` counts the Router's own 5xx answers (which Serve's error
+    counter never sees) and client errors, with a model label only for configured models."""
+    post(f"{api}/predict", {"model": "nope", "text": "x"})  # 404, no such model
+    post(f"{api}/predict", {"text": ""})  # 422 for sentiment, the default
+    post(f"{api}/hasty/classify", {"text": "too slow"})  # 504
+    handle = serve.get_deployment_handle("mood", app_name=RENAMED_APP)
+    handle.fail_next_batches.remote(1).result(timeout_s=30)
+    post(f"{api}/renamed/predict", {"text": "x"})  # 500
+    wanted = {
+        ("models", "", "/predict", "404"),
+        ("models", "sentiment", "/predict", "422"),
+        ("models", "sentiment", "/predict", "200"),
+        ("hasty", "sentiment", "/classify", "504"),
+        ("strict", "sentiment", "/classify", "503"),  # test_overload_is_503_with_retry_after
+        ("renamed", "mood", "/predict", "500"),
+    }
+    counted: dict = {}
+    deadline = time.monotonic() + 30  # the metrics agent exports every few seconds
+    while time.monotonic() < deadline:
+        counted = router_responses(cluster.metrics_text())
+        if wanted <= counted.keys():
+            break
+        time.sleep(2)
+    assert wanted <= counted.keys(), sorted(counted)
+    assert all(
+        model in {"", "sentiment", "summarization", "embedding", "mood"}
+        for _, model, _, _ in counted
+    )

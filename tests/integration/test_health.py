@@ -13,29 +13,35 @@ import requests
 from ray import serve
 from ray.util.state import list_actors
 
-from tests.integration.conftest import APP, LocalCluster
+from tests.integration.conftest import APP, RENAMED_APP, RENAMED_TIMEOUT_S, LocalCluster
 
 pytestmark = pytest.mark.integration
 
 
-def alive_replicas(deployment: str) -> dict[str, str]:
+def alive_replicas(deployment: str, app: str = APP) -> dict[str, str]:
     """Replica actor name -> node id, for ALIVE replicas of `deployment`."""
     actors = list_actors(
-        filters=[("class_name", "=", f"ServeReplica:{APP}:{deployment}"), ("state", "=", "ALIVE")]
+        filters=[("class_name", "=", f"ServeReplica:{app}:{deployment}"), ("state", "=", "ALIVE")]
     )
     return {a.name: a.node_id for a in actors}
 
 
 @contextmanager
-def traffic(api: str, clients: int, pause_s: float = 0.0) -> Iterator[list[int]]:
-    """`clients` threads posting to /predict until the block ends; yields their status codes."""
+def traffic(
+    api: str, clients: int, pause_s: float = 0.0, timings: list[float] | None = None
+) -> Iterator[list[int]]:
+    """`clients` threads posting to /predict until the block ends; yields their status codes
+    (and appends each request's seconds to `timings`)."""
     statuses: list[int] = []
     stop = threading.Event()
 
     def send() -> None:
         while not stop.is_set():
+            started = time.monotonic()
             resp = requests.post(f"{api}/predict", json={"text": "still serving?"}, timeout=60)
             statuses.append(resp.status_code)
+            if timings is not None:
+                timings.append(time.monotonic() - started)
             time.sleep(pause_s)
 
     senders = [threading.Thread(target=send) for _ in range(clients)]
@@ -79,28 +85,61 @@ def test_unhealthy_replica_is_replaced_while_serving(cluster: LocalCluster, api:
 
 
 def test_killed_replica_loses_no_request(cluster: LocalCluster, api: str) -> None:
-    """A replica dying mid-request: the Router sends its requests to the other replica."""
+    """A replica dying with requests it had accepted: the Router sends them to the other one.
+
+    The victim first hangs in its next batch, so it certainly holds accepted requests when it is
+    killed: without the Router's retry they would come back as 503s."""
     before = alive_replicas("sentiment")
     assert len(before) == 2
     retries_before = router_retries(cluster)
+    handle = serve.get_deployment_handle("sentiment", app_name=APP)
+    victim_tag = handle.hang_next_batch.remote().result(timeout_s=30)
+    victim = next(name for name in before if name.endswith(victim_tag))
     with traffic(api, clients=8) as statuses:
-        time.sleep(2)  # requests in flight on both replicas
-        victim = next(iter(before))
+        time.sleep(3)  # the victim's batch hangs; the requests behind it wait there
         ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
         time.sleep(3)
 
     assert statuses and set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
-    # Serve's own handle routing re-sends what the dead replica had not accepted; the Router
-    # retries what it had (the figure can be 0 when the kill caught nothing in flight).
-    time.sleep(15)  # metrics reach the agent within seconds
-    print(
-        f"\nrequests: {len(statuses)}, failed: 0, "
-        f"retried by the Router: {router_retries(cluster) - retries_before:.0f}"
-    )
+    retried = 0.0
+    deadline = time.monotonic() + 30  # the agent exports every few seconds
+    while retried < 1 and time.monotonic() < deadline:
+        time.sleep(2)
+        retried = router_retries(cluster) - retries_before
+    print(f"\nrequests: {len(statuses)}, failed: 0, retried by the Router: {retried:.0f}")
+    assert retried >= 1, "the killed replica held requests, yet the Router retried none"
     deadline = time.monotonic() + 120
     while len(alive_replicas("sentiment")) < 2 and time.monotonic() < deadline:
         time.sleep(1)
     assert len(alive_replicas("sentiment")) == 2, "the killed replica was not replaced"
+
+
+def test_hung_replica_is_replaced(cluster: LocalCluster, api: str) -> None:
+    """A forward pass that never returns: the replica fails its health check once the batch has
+    run past the model's timeout, Serve replaces it, and callers meanwhile get a bounded 504."""
+    app_api = f"{api}/{RENAMED_APP}"
+    (victim,) = alive_replicas("mood", RENAMED_APP)
+    handle = serve.get_deployment_handle("mood", app_name=RENAMED_APP)
+    handle.hang_next_batch.remote().result(timeout_s=30)
+    timings: list[float] = []
+    hung_at = time.monotonic()
+    with traffic(app_api, clients=2, pause_s=0.2, timings=timings) as statuses:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            now = alive_replicas("mood", RENAMED_APP)
+            if victim not in now and len(now) == 1 and statuses and statuses[-1] == 200:
+                break
+            time.sleep(0.5)
+        replaced_s = time.monotonic() - hung_at
+
+    counts = {s: statuses.count(s) for s in set(statuses)}
+    print(f"\nhung replica replaced and serving after {replaced_s:.1f} s: {counts}")
+    assert victim not in alive_replicas("mood", RENAMED_APP), "the hung replica is still there"
+    assert set(counts) == {200, 504} and statuses[-1] == 200, counts
+    # 504 at the model's timeout, not later; hung past the timeout, then 3 failed checks 1 s
+    # apart, then a tiny model loads: well within four timeouts.
+    assert max(timings) < RENAMED_TIMEOUT_S + 2, max(timings)
+    assert replaced_s < 4 * RENAMED_TIMEOUT_S + 10, replaced_s
 
 
 def router_retries(cluster: LocalCluster) -> float:

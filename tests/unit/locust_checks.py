@@ -188,7 +188,7 @@ COMPOSE_COMMAND = [
     "-f",
     "/app/loadtest/",
     "--host",
-    "http://ray-head:8000",
+    "http://lb:8000",
     "--web-host",
     "0.0.0.0",
 ]

