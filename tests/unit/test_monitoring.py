@@ -153,3 +153,7 @@ def test_a_constant_series_does_not_count_as_panel_data() -> None:
     assert not counts_as_data(None, "sum(rate(x[1m]))", empty, ours=True)
     assert not counts_as_data(None, 'deployment:ray_serve_max_replicas:config{a="b"}', moving, True)
     assert counts_as_data(None, "sum(rate(x[1m]))", flat, ours=False)
+    # Flat on a healthy stack, at the healthy value only.
+    failures = 'sum by (name) (locust_failures_per_second{job="locust"})'
+    assert counts_as_data(None, failures, result("0", "0"), ours=True)
+    assert not counts_as_data(None, failures, result("2", "2"), ours=True)
