@@ -99,7 +99,10 @@ class AppArgs(Strict):
     default_model: str = "sentiment"
     classify_model: str = "sentiment"
     max_text_chars: int = Field(default=10_000, ge=1)
-    max_body_bytes: int = Field(default=65_536, ge=1024)
+    # At most what the load balancers keep for replaying a request on another node (tune.bufsize
+    # 80 KiB in lb/haproxy.cfg and RAY_SERVE_HAPROXY_TUNE_BUFSIZE in compose.yaml, headers
+    # included): a larger body could not be resent when a node dies. Raise all three together.
+    max_body_bytes: int = Field(default=65_536, ge=1024, le=73_728)
     inference_timeout_s: float = Field(default=30.0, gt=0)
     retry_after_s: int = Field(default=2, ge=1)
     # Inference is idempotent: a request whose replica (or its node) died is sent again, to another

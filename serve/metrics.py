@@ -100,17 +100,19 @@ class ResponseCounter:
             await self.app(scope, receive, send)
             return
         status = 500  # what the client gets when the app raises before answering
+        started = False
 
         async def record_status(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
             await send(message)
 
         try:
             await self.app(scope, receive, record_status)
         except asyncio.CancelledError:
-            status = 499  # the client hung up first: Serve's own code for it, not a server error
+            if not started:
+                status = 499  # cancelled before answering: the client hung up (Serve's code)
             raise
         finally:
             model = scope.get("state", {}).get("model", "")

@@ -250,43 +250,56 @@ def locust_totals(csv_prefix: Path) -> tuple[int, int, list[str]]:
 
 class FiringAlerts:
     """Reads Prometheus's /api/v1/alerts every 2 s in a thread while the block runs: which
-    alerts started firing within it, and when (seconds after the block began). An alert already
-    firing when the block began (same alert, same `activeAt`) does not count."""
+    alerts started firing within it, with their labels, and when (seconds after the block
+    began). An alert already firing when the block began (same labels, same `activeAt`) does not
+    count."""
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
-        self.seen: dict[str, float] = {}
-        self._before: set[tuple[str, str]] = set()
+        self.seen: dict[str, float] = {}  # alertname -> seconds, for messages
+        self._labels: list[dict[str, str]] = []
+        self._before: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._started = 0.0
 
-    def _firing(self) -> set[tuple[str, str]]:
-        """(alertname, activeAt) of every firing alert; empty when Prometheus is busy."""
+    def _firing(self) -> dict[str, dict[str, str]]:
+        """A key (labels + activeAt) -> labels, for every firing alert; empty when Prometheus
+        is busy."""
         try:
             alerts = requests.get(f"{self.stack.prometheus}/api/v1/alerts", timeout=10).json()
             return {
-                (a["labels"]["alertname"], a["activeAt"])
+                json.dumps([a["labels"], a["activeAt"]], sort_keys=True): a["labels"]
                 for a in alerts["data"]["alerts"]
                 if a["state"] == "firing"
             }
         except (requests.RequestException, ValueError, KeyError):
-            return set()
+            return {}
 
     def _poll(self) -> None:
         while not self._stop.is_set():
-            for name, _ in self._firing() - self._before:
-                self.seen.setdefault(name, time.monotonic() - self._started)
+            for key, labels in self._firing().items():
+                if key not in self._before:
+                    self._before.add(key)
+                    self._labels.append(labels)
+                    self.seen.setdefault(labels["alertname"], time.monotonic() - self._started)
             self._stop.wait(2)
 
-    def wait_for(self, name: str, timeout_s: float) -> bool:
+    def fired(self, name: str, **labels: str) -> bool:
+        return any(
+            seen["alertname"] == name and all(seen.get(k) == v for k, v in labels.items())
+            for seen in self._labels
+        )
+
+    def wait_for(self, name: str, timeout_s: float, **labels: str) -> bool:
+        """Whether `name`, with at least these labels, started firing within the block."""
         deadline = time.monotonic() + timeout_s
-        while name not in self.seen and time.monotonic() < deadline:
+        while not self.fired(name, **labels) and time.monotonic() < deadline:
             time.sleep(1)
-        return name in self.seen
+        return self.fired(name, **labels)
 
     def __enter__(self) -> FiringAlerts:
-        self._before = self._firing()
+        self._before = set(self._firing())
         self._started = time.monotonic()
         self._thread.start()
         return self

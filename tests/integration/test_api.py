@@ -222,12 +222,14 @@ def test_every_answer_is_counted_by_model_and_status(cluster: LocalCluster, api:
     handle = serve.get_deployment_handle("mood", app_name=RENAMED_APP)
     handle.fail_next_batches.remote(1).result(timeout_s=30)
     post(f"{api}/renamed/predict", {"text": "x"})  # 500
+    with ThreadPoolExecutor(max_workers=16) as pool:  # 503s: strict admits 1 + 1 queued
+        list(pool.map(lambda _: post(f"{api}/strict/classify", {"text": "hi " * 200}), range(16)))
     wanted = {
         ("models", "", "/predict", "404"),
         ("models", "sentiment", "/predict", "422"),
         ("models", "sentiment", "/predict", "200"),
         ("hasty", "sentiment", "/classify", "504"),
-        ("strict", "sentiment", "/classify", "503"),  # test_overload_is_503_with_retry_after
+        ("strict", "sentiment", "/classify", "503"),
         ("renamed", "mood", "/predict", "500"),
     }
     counted: dict = {}
@@ -238,7 +240,10 @@ def test_every_answer_is_counted_by_model_and_status(cluster: LocalCluster, api:
             break
         time.sleep(2)
     assert wanted <= counted.keys(), sorted(counted)
-    assert all(
-        model in {"", "sentiment", "summarization", "embedding", "mood"}
-        for _, model, _, _ in counted
-    )
+    configured = {"", "sentiment", "summarization", "embedding", "mood"}
+    assert {model for _, model, _, _ in counted} <= configured, sorted(counted)
+    # Every model's server-error series exist from the Router's start, at 0 until an error.
+    for model in ("sentiment", "summarization", "embedding"):
+        for code in ("500", "503", "504"):
+            assert ("models", model, "/predict", code) in counted, (model, code, sorted(counted))
+    assert counted[("models", "summarization", "/predict", "503")] == 0
