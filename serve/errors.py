@@ -64,9 +64,12 @@ async def http_error_handler(_: Request, exc: StarletteHTTPException) -> JSONRes
     return error_response(exc.status_code, error, str(exc.detail), exc.headers)
 
 
-async def unhandled_error_handler(_: Request, exc: Exception) -> JSONResponse:
+async def unhandled_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """What failed, never how: the exception (its type and text included) goes to the log."""
     logger.exception("Unhandled error in router")
-    return error_response(500, "internal", f"{type(exc).__name__}: internal error")
+    model = getattr(request.state, "model", None)
+    where = f" serving model {model!r}" if model else ""
+    return error_response(500, "internal", f"Internal error{where}; the Router's log says why")
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
 from serve.errors import ApiError, BodySizeLimit, install_error_handlers
@@ -26,6 +26,11 @@ def client() -> TestClient:
 
     @app.post("/boom")
     async def boom() -> dict:
+        raise RuntimeError("secret internals")
+
+    @app.post("/boom/{model}")
+    async def boom_serving(model: str, http: Request) -> dict:
+        http.state.model = model
         raise RuntimeError("secret internals")
 
     return TestClient(app, raise_server_exceptions=False)
@@ -88,7 +93,10 @@ def test_unhandled_error_is_json_500_without_internals(client: TestClient) -> No
     resp = client.post("/boom")
     assert resp.status_code == 500
     assert resp.json()["error"] == "internal"
-    assert "secret" not in resp.text
+    assert "secret" not in resp.text and "RuntimeError" not in resp.text
+    named = client.post("/boom/sentiment")
+    assert named.status_code == 500 and "'sentiment'" in named.json()["detail"], named.text
+    assert "secret" not in named.text and "RuntimeError" not in named.text
 
 
 def test_unknown_route_is_json_404(client: TestClient) -> None:
