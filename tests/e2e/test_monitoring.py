@@ -127,11 +127,12 @@ class LocustRun:
 
 @pytest.fixture(scope="module")
 def traffic(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocustRun]:
-    """`locust -f loadtest/` headless against the stack (every model) for 100 s; the checks run
-    while it still sends load: once it exits, its exporter's series go stale in Prometheus."""
+    """`locust -f loadtest/` headless against the stack (every model) for 100 s; the renders run
+    while it still sends load (once it exits, its exporter's series go stale in Prometheus). The
+    users arrive over 12 s, so the 5 s scrapes see their count rise."""
     out = tmp_path_factory.mktemp("locust")
     process = start_locust(
-        stack, out / "run", "-u", "6", "-r", "3", "-t", "100s",
+        stack, out / "run", "-u", "6", "-r", "0.5", "-t", "100s",
         "--exporter-port", "9646", "--exporter-host", host_gateway(stack),
     )  # fmt: skip
     exported: list = []
