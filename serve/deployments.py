@@ -118,10 +118,11 @@ class ModelDeployment:
         if self.injected_fault:
             raise RuntimeError(self.injected_fault)
         limit_s = max(self.spec.timeout_s or 0.0, MIN_HUNG_BATCH_S)
-        if self.batch_started is not None and time.perf_counter() - self.batch_started > limit_s:
+        running_s = 0.0 if self.batch_started is None else time.perf_counter() - self.batch_started
+        if running_s > limit_s:
             raise RuntimeError(
-                f"a batch has run for {time.perf_counter() - self.batch_started:.0f}s, past the "
-                f"model's timeout ({limit_s}s): the model is hung"
+                f"a batch has run for {running_s:.0f}s, past the model's timeout ({limit_s}s): "
+                "the model is hung"
             )
         if self.consecutive_failures >= self.settings.max_consecutive_failures:
             raise RuntimeError(

@@ -19,11 +19,13 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from ray.job_submission import JobStatus, JobSubmissionClient
 
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
 
+JOBS = Path(__file__).parent / "jobs"  # Ray jobs the tests submit (run_job)
 # Alerts' `for:` in the e2e stack (fast_alert_rules), instead of up to 10 minutes.
 FAST_FOR = "5s"
 # Generated inside the stack on first start; .env may set them but a new user's does not.
@@ -224,6 +226,19 @@ def deploy_config(stack: Stack, config: dict, path: Path) -> None:
     """Write `config` to `path` and `serve deploy` it, as an operator would."""
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     stack.serve_deploy(path)
+
+
+def run_job(stack: Stack, entrypoint: str, timeout_s: float) -> str:
+    """Run `entrypoint` as a Ray job with tests/e2e/jobs/ as its working directory, through the
+    Jobs API (no Ray client in this process); its logs once it SUCCEEDED."""
+    client = JobSubmissionClient(stack.dashboard, headers=stack.auth)
+    job = client.submit_job(entrypoint=entrypoint, runtime_env={"working_dir": str(JOBS)})
+    done = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
+    finished = wait_until(lambda: client.get_job_status(job) in done, timeout_s, every_s=3)
+    logs = client.get_job_logs(job)
+    assert finished is not None, f"{entrypoint} did not finish in {timeout_s} s: {logs[-3000:]}"
+    assert client.get_job_status(job) == JobStatus.SUCCEEDED, logs[-3000:]
+    return logs
 
 
 def locust_failures(csv_prefix: Path) -> dict[str, int]:

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from ray.job_submission import JobStatus, JobSubmissionClient
 
 from tests.conftest import ROOT
-from tests.e2e.conftest import Stack, host_gateway, locust_totals, start_locust
+from tests.e2e.conftest import Stack, host_gateway, locust_totals, run_job, start_locust
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +41,6 @@ REFERENCE_LINES = (
     "deployment:ray_serve_max_replicas:config",
     "autoscaling_target_ongoing_requests",
 )
-JOBS = Path(__file__).parent / "jobs"
 
 
 def healthy_value(stack: Stack, expr: str) -> Callable[[dict], float] | None:
@@ -201,21 +199,7 @@ def faults(stack: Stack, traffic: LocustRun) -> dict:
             )
         )
     assert 503 in statuses and set(statuses) <= {200, 503, 504}, set(statuses)
-    # The Ray job asks Ray directly, so no Ray client is needed in this process.
-    client = JobSubmissionClient(stack.dashboard, headers=stack.auth)
-    job = client.submit_job(
-        entrypoint="python ray_faults.py", runtime_env={"working_dir": str(JOBS)}
-    )
-    deadline = time.monotonic() + 300
-    while client.get_job_status(job) not in {
-        JobStatus.SUCCEEDED,
-        JobStatus.FAILED,
-        JobStatus.STOPPED,
-    }:
-        assert time.monotonic() < deadline, "ray_faults job did not finish in 300 s"
-        time.sleep(3)
-    logs = client.get_job_logs(job)
-    assert client.get_job_status(job) == JobStatus.SUCCEEDED, logs[-3000:]
+    logs = run_job(stack, "python ray_faults.py", 300)
     results = json.loads(logs.strip().splitlines()[-1])
     assert results["crash"] == "retried" and results["oom"] == "retried", results
     return results

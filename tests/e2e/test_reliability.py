@@ -27,7 +27,6 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from ray.job_submission import JobStatus, JobSubmissionClient
 
 from tests.conftest import SERVE_CONFIG
 from tests.e2e.conftest import (
@@ -37,13 +36,13 @@ from tests.e2e.conftest import (
     locust_failures,
     locust_totals,
     prometheus_value,
+    run_job,
     start_locust,
     wait_until,
 )
 
 pytestmark = pytest.mark.e2e
 
-JOBS = Path(__file__).parent / "jobs"
 APP = "models"
 SENTIMENT_TIMEOUT_S = 10
 HEALTH_PERIOD_S = 2
@@ -101,15 +100,14 @@ def crash(stack: Stack, container: str) -> dict:
 
 def inject(stack: Stack, method: str) -> str:
     """Run jobs/inject_fault.py <method> on the cluster; the replica id it hit."""
-    client = JobSubmissionClient(stack.dashboard, headers=stack.auth)
-    job = client.submit_job(
-        entrypoint=f"python inject_fault.py {method}", runtime_env={"working_dir": str(JOBS)}
-    )
-    done = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}
-    finished = wait_until(lambda: client.get_job_status(job) in done, 120)
-    logs = client.get_job_logs(job)
-    assert finished is not None and client.get_job_status(job) == JobStatus.SUCCEEDED, logs
+    logs = run_job(stack, f"python inject_fault.py {method}", 120)
     return next(line.split("=", 1)[1] for line in logs.splitlines() if line.startswith("VICTIM="))
+
+
+def victim_replaced(stack: Stack, victim: str) -> bool:
+    """`victim` is no longer a RUNNING sentiment replica, and two others are."""
+    now = running(stack, "sentiment")
+    return victim not in now and len(now) == 2
 
 
 @dataclass
@@ -188,9 +186,7 @@ def test_hung_replica_is_replaced_and_its_callers_get_a_bounded_504(
         served_before = prometheus_value(stack, served)
         victim = inject(stack, "hang_next_batch")
         replaced = wait_until(
-            lambda: (
-                victim not in running(stack, "sentiment") and len(running(stack, "sentiment")) == 2
-            ),
+            lambda: victim_replaced(stack, victim),
             HUNG_REPLACE_LIMIT_S + 60,
         )
         replaced_s = time.monotonic() - hung_at
@@ -235,9 +231,7 @@ def test_router_retry_saves_the_requests_of_a_killed_replica(
             check=True,
         )
         replaced = wait_until(
-            lambda: (
-                victim not in running(stack, "sentiment") and len(running(stack, "sentiment")) == 2
-            ),
+            lambda: victim_replaced(stack, victim),
             120,
             every_s=2,
         )
