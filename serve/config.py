@@ -34,6 +34,13 @@ class ModelUserConfig(Strict):
     max_batch_size: int = Field(default=8, ge=1, le=256)
     batch_wait_timeout_s: float = Field(default=0.01, ge=0.0, le=5.0)
     max_consecutive_failures: int = Field(default=5, ge=1)
+    # Requests a replica holds at once (running or waiting for the model), from the Router and
+    # from the model's own route alike; the next one is answered 503 with Retry-After. Below the
+    # deployment's max_ongoing_requests, so Serve never queues (or rejects) a request itself.
+    max_pending_requests: int = Field(default=64, ge=1)
+    # Intra-op threads for a batch of one request: a lone request may use the node's idle cores
+    # (0: the node's CPU count); a larger batch runs on the replica's num_cpus threads.
+    lone_request_threads: int = Field(default=0, ge=0, le=64)
 
 
 class GenerationOptions(Strict):
@@ -66,6 +73,10 @@ class ModelSpec(Strict):
     # Opt-in int8 dynamic quantization of the Linear layers; the replica refuses to start when the
     # quantized model disagrees with fp32 on a fixed text set (serve/quantization.py).
     quantize: Literal["int8"] | None = None
+    # Opt-in ONNX Runtime instead of torch for encoder models: the graph is exported when models
+    # are prepared (scripts/fetch_models.py, scripts/make_test_models.py), never at request time,
+    # and a replica refuses to start when it disagrees with torch fp32 (serve/quantization.py).
+    runtime: Literal["torch", "onnxruntime"] = "torch"
     # Sort each batch by token length and run similar lengths together, so short inputs are not
     # padded to the longest one (encoder models). Opt-in: it wins on mixed lengths (2.4x in
     # docs/benchmark.md) and costs an extra tokenizer pass on uniform ones.
@@ -83,6 +94,15 @@ class ModelSpec(Strict):
             raise ValueError(
                 "quantize applies to 'sentiment' and 'embedding' (their agreement with fp32 is "
                 "checked at start); not to 'summarization'"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _onnxruntime_only_for_encoders(self) -> ModelSpec:
+        if self.runtime == "onnxruntime" and self.task is Task.SUMMARIZATION:
+            raise ValueError(
+                "runtime 'onnxruntime' applies to 'sentiment' and 'embedding' (encoder models "
+                "exported when prepared); 'summarization' runs on torch"
             )
         return self
 
@@ -108,6 +128,9 @@ class AppArgs(Strict):
     # Inference is idempotent: a request whose replica (or its node) died is sent again, to another
     # replica, up to this many times within the model's timeout.
     max_retries: int = Field(default=2, ge=0, le=10)
+    # Each model is served by the application `<model_app_prefix><name>`; a prefix lets one
+    # cluster run two copies of the API side by side.
+    model_app_prefix: str = Field(default="", pattern=r"^[a-z0-9_-]*$")
 
     @field_validator("models")
     @classmethod
@@ -130,6 +153,23 @@ class AppArgs(Strict):
             raise ValueError(f"classify_model {self.classify_model!r} must be a sentiment model")
         return self
 
+    def model_app(self, name: str) -> str:
+        """The application that serves model `name`."""
+        return f"{self.model_app_prefix}{name}"
+
+
+class ModelAppArgs(AppArgs):
+    """A model application's `args`: the API's args (a YAML merge of the Router's) plus which
+    model this application serves on `/models/<name>/predict`."""
+
+    model: str
+
+    @model_validator(mode="after")
+    def _serves_a_configured_model(self) -> ModelAppArgs:
+        if self.model not in self.models:
+            raise ValueError(f"model {self.model!r} is not one of the models {sorted(self.models)}")
+        return self
+
 
 def resolve_source(name: str, spec: ModelSpec, model_dir: str | None) -> str:
     """Where to load `name` from: its prepared directory (a config and weights) if there is one,
@@ -145,3 +185,7 @@ def resolve_source(name: str, spec: ModelSpec, model_dir: str | None) -> str:
 def parse_args(raw: dict[str, Any] | AppArgs) -> AppArgs:
     """Validate the builder's args; pydantic's error names the failing field (`models.x.task`)."""
     return raw if isinstance(raw, AppArgs) else AppArgs.model_validate(raw)
+
+
+def parse_model_args(raw: dict[str, Any] | ModelAppArgs) -> ModelAppArgs:
+    return raw if isinstance(raw, ModelAppArgs) else ModelAppArgs.model_validate(raw)

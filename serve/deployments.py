@@ -1,11 +1,12 @@
-"""One Serve deployment class per task; a second model of an existing task is config only.
+"""The model deployment: one class for every task (the task is config), and the HTTP ingress of
+its model's own application, so `POST /models/<name>/predict` reaches it without the Router.
 
 Replicas, autoscaling, resources and health-check periods are set in `serve_config.yaml`; batching
 travels in `user_config`, so `serve deploy` of a changed batch size reconfigures live replicas.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI reads the real types off the methods that
+# `serve.ingress` rebinds.
 import asyncio
 import logging
 import os
@@ -14,11 +15,14 @@ from typing import Any
 
 import ray
 import torch
+from fastapi import Request
 from ray import serve
 
-from serve.config import ModelSpec, ModelUserConfig, Task, resolve_source
-from serve.metrics import ModelMetrics
+from serve.config import ModelAppArgs, ModelSpec, ModelUserConfig, resolve_source
+from serve.errors import ERROR_RESPONSES, ApiError, Overloaded, check_text, json_api
+from serve.metrics import MODEL_ROUTE, ApiResponses, ModelMetrics
 from serve.models import load_model
+from serve.schemas import EmbeddingResult, ModelPredictRequest, SentimentResult, SummaryResult
 
 logger = logging.getLogger("ray.serve")
 
@@ -38,17 +42,26 @@ def assigned_cpus() -> float:
     return float(ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0))
 
 
+def node_cpus() -> int:
+    """Cores this process may run on (the container's cpuset, not the host's count)."""
+    return len(os.sched_getaffinity(0))
+
+
 class ModelDeployment:
     """Shared body of the model deployments: load once, batch requests, report health."""
 
     def __init__(self, name: str, spec: ModelSpec, model_dir: str | None = None) -> None:
-        # Intra-op threads = reserved CPUs, so co-located replicas don't oversubscribe the node.
-        torch.set_num_threads(max(1, int(assigned_cpus())))
+        # Intra-op threads for a batch = reserved CPUs, so co-located replicas under load don't
+        # oversubscribe the node; a lone request may use the node's idle cores (reconfigure()).
+        self.batch_threads = max(1, int(assigned_cpus()))
+        self.lone_threads = ModelUserConfig().lone_request_threads or node_cpus()
+        torch.set_num_threads(self.batch_threads)
         self.name = name
         self.spec = spec
         self.settings = ModelUserConfig()
         self.metrics = ModelMetrics(name)
         self.consecutive_failures = 0
+        self.pending = 0  # requests inside predict(): running or waiting for the model
         self.injected_fault: str | None = None
         self.injected_batch_failures = 0
         self.injected_hang_s: float | None = None
@@ -73,6 +86,7 @@ class ModelDeployment:
         self.settings = ModelUserConfig.model_validate(user_config or {})
         self.infer_batch.set_max_batch_size(self.settings.max_batch_size)
         self.infer_batch.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
+        self.lone_threads = self.settings.lone_request_threads or node_cpus()
 
     async def predict(self, text: str) -> dict[str, Any]:
         """One input in, one result out; concurrent calls are grouped into batches.
@@ -83,8 +97,17 @@ class ModelDeployment:
         runs batches of whatever arrived in one short window (mostly 1-2 requests) instead of
         everything that queued during the last forward pass (docs/benchmark.md).
         """
-        await self.model_free.wait()
-        return await self.infer_batch(text)
+        if self.pending >= self.settings.max_pending_requests:
+            raise Overloaded(
+                f"Model {self.name!r} holds {self.pending} requests on this replica "
+                f"(max_pending_requests {self.settings.max_pending_requests})"
+            )
+        self.pending += 1
+        try:
+            await self.model_free.wait()
+            return await self.infer_batch(text)
+        finally:
+            self.pending -= 1
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def infer_batch(self, texts: list[str]) -> list[dict[str, Any]]:
@@ -98,7 +121,8 @@ class ModelDeployment:
                 hang_s, self.injected_hang_s = self.injected_hang_s, None
                 await asyncio.to_thread(time.sleep, hang_s)  # a forward pass that never returns
             # A worker thread keeps the replica's event loop free for queuing and health checks.
-            results = await asyncio.to_thread(self.model.predict, texts)
+            threads = self.lone_threads if len(texts) == 1 else self.batch_threads
+            results = await asyncio.to_thread(self._forward, texts, threads)
         except Exception as exc:
             self.consecutive_failures += 1
             self.metrics.record_error(exc)
@@ -109,6 +133,10 @@ class ModelDeployment:
         self.consecutive_failures = 0
         self.metrics.record_batch(texts, (time.perf_counter() - started) * 1000)
         return results
+
+    def _forward(self, texts: list[str], threads: int) -> list[dict[str, Any]]:
+        self.model.set_threads(threads)
+        return self.model.predict(texts)
 
     def check_health(self) -> None:
         """Cheap by design, no forward pass: a loaded model, no batch running past the model's
@@ -188,23 +216,47 @@ class ModelDeployment:
         return replica
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 1})
-class SentimentClassifier(ModelDeployment):
-    """Text classification, e.g. DistilBERT fine-tuned on SST-2."""
+model_api = json_api(
+    "Ray Serve model API", "One model's own route, served by its replicas without the Router hop."
+)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1})
-class Summarizer(ModelDeployment):
-    """Abstractive summarization, e.g. distilbart-cnn-12-6."""
+@serve.ingress(model_api)
+class ModelServer(ModelDeployment):
+    """A model's replicas: `predict` by handle for the Router, and `POST /predict` under the
+    model application's route prefix (`/models/<name>`), with the Router's validation, errors
+    and metrics."""
 
+    def __init__(self, name: str, spec: ModelSpec, args: ModelAppArgs) -> None:
+        super().__init__(name, spec, args.model_dir)
+        self.args = args
+        model_api.state.max_body_bytes = args.max_body_bytes
+        model_api.state.responses = ApiResponses(
+            {MODEL_ROUTE: [name]}, {"/predict": MODEL_ROUTE}, model=name
+        )
 
-@serve.deployment(ray_actor_options={"num_cpus": 1})
-class Embedder(ModelDeployment):
-    """Sentence embeddings, e.g. all-MiniLM-L6-v2."""
-
-
-DEPLOYMENTS = {
-    Task.SENTIMENT: SentimentClassifier,
-    Task.SUMMARIZATION: Summarizer,
-    Task.EMBEDDING: Embedder,
-}
+    @model_api.post(
+        "/predict",
+        response_model=SentimentResult | SummaryResult | EmbeddingResult,
+        responses=ERROR_RESPONSES,
+    )
+    async def serve_predict(self, request: ModelPredictRequest, http: Request) -> dict[str, Any]:
+        http.state.model = self.name
+        check_text(request.text, self.args.max_text_chars)
+        retry = {"Retry-After": str(self.args.retry_after_s)}
+        try:
+            result = await asyncio.wait_for(self.predict(request.text), self.spec.timeout_s)
+        except TimeoutError:
+            raise ApiError(
+                504, "timeout", f"Model {self.name!r} did not answer within {self.spec.timeout_s}s"
+            ) from None
+        except Overloaded as exc:
+            raise ApiError(503, "overloaded", str(exc), retry) from None
+        except Exception as exc:
+            # The cause stays in the logs: its text may carry the model's internals.
+            logger.warning("Model %r failed: %r", self.name, exc)
+            raise ApiError(
+                500, "inference_failed", f"Model {self.name!r} failed; its replica's log says why"
+            ) from None
+        return {"model": self.name, **result}

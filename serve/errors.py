@@ -12,7 +12,22 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serve.schemas import ErrorBody
+
 logger = logging.getLogger("ray.serve")
+
+# The error answers of the inference routes, for the OpenAPI.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "Malformed JSON.",
+        404: "Unknown model; the detail lists the available ones.",
+        413: "Body too large.",
+        422: "Missing, empty, non-string or too long text.",
+        503: "Overloaded or not ready; retry after `Retry-After` seconds.",
+        504: "Inference did not finish within the configured timeout.",
+    }.items()
+}
 
 
 class ApiError(Exception):
@@ -30,6 +45,20 @@ class ApiError(Exception):
         self.error = error
         self.detail = detail
         self.headers = headers
+
+
+class Overloaded(RuntimeError):
+    """A model replica already holds its `max_pending_requests`: answered 503, never queued."""
+
+
+def check_text(text: str, max_chars: int) -> None:
+    """What pydantic's schema cannot say about the text: not blank, not over the limit."""
+    if not text.strip():
+        raise ApiError(422, "invalid_request", "text must not be blank")
+    if len(text) > max_chars:
+        raise ApiError(
+            422, "invalid_request", f"text has {len(text)} characters; the limit is {max_chars}"
+        )
 
 
 def error_response(
@@ -69,7 +98,19 @@ async def unhandled_error_handler(request: Request, exc: Exception) -> JSONRespo
     logger.exception("Unhandled error in router")
     model = getattr(request.state, "model", None)
     where = f" serving model {model!r}" if model else ""
-    return error_response(500, "internal", f"Internal error{where}; the Router's log says why")
+    return error_response(500, "internal", f"Internal error{where}; the server's log says why")
+
+
+def json_api(title: str, description: str) -> FastAPI:
+    """A FastAPI app with the API's error contract: the body limit, JSON errors, and every answer
+    counted by ResponseCounter (outermost, so it counts BodySizeLimit's 413 too)."""
+    from serve.metrics import ResponseCounter
+
+    app = FastAPI(title=title, version="0.1.0", description=description)
+    app.add_middleware(BodySizeLimit)
+    app.add_middleware(ResponseCounter)
+    install_error_handlers(app)
+    return app
 
 
 def install_error_handlers(app: FastAPI) -> None:

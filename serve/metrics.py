@@ -7,6 +7,7 @@ Serve adds the `deployment`, `replica` and `application` tags itself; `model` is
 from __future__ import annotations
 
 import asyncio
+import re
 
 from ray.serve.metrics import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -56,7 +57,10 @@ class ModelMetrics:
         self.errors.inc(tags={"error_type": type(error).__name__})
 
 
-ROUTES = ("/predict", "/classify", "/models")
+# A model's own route, as the `route` label names it (the model is the `model` label).
+MODEL_ROUTE = "/models/{name}/predict"
+MODEL_PATH = re.compile(r"^/models/[^/]+/predict$")
+ROUTES = ("/predict", "/classify", "/models", MODEL_ROUTE)
 SERVER_ERRORS = ("500", "503", "504")
 
 
@@ -66,10 +70,16 @@ class ApiResponses:
     The Router's own 503 (overload), 504 (timeout) and 500 are normal responses to Serve, which
     counts only exceptions, so without this they would be invisible to the error-ratio rule and
     its alert. `model` is a configured model's name or empty (a request that names none, so
-    clients cannot grow the label set); `route` is one of ROUTES or `other`.
+    clients cannot grow the label set); `route` is one of ROUTES or `other`. `aliases` name the
+    route of a path within the application (a model application's `/predict` is MODEL_ROUTE);
+    `model` labels the answers no handler named a model for (a model application's own model).
     """
 
-    def __init__(self, routes: dict[str, list[str]]) -> None:
+    def __init__(
+        self, routes: dict[str, list[str]], aliases: dict[str, str] | None = None, model: str = ""
+    ) -> None:
+        self.aliases = aliases or {}
+        self.model = model
         self.counter = Counter(
             "router_responses",
             description="Answers of the API by model, route and HTTP status code.",
@@ -83,7 +93,9 @@ class ApiResponses:
                     self.counter._record(0.0, tags={"model": model, "route": route, "code": code})
 
     def count(self, model: str, path: str, status: int) -> None:
-        route = path if path in ROUTES else "other"
+        route = self.aliases.get(path, path)
+        if route not in ROUTES:
+            route = MODEL_ROUTE if MODEL_PATH.match(route) else "other"
         self.counter.inc(tags={"model": model, "route": route, "code": str(status)})
 
 
@@ -115,7 +127,7 @@ class ResponseCounter:
                 status = 499  # cancelled before answering: the client hung up (Serve's code)
             raise
         finally:
-            model = scope.get("state", {}).get("model", "")
+            model = scope.get("state", {}).get("model", responses.model)
             # The path within the application, without its route_prefix (Serve's root_path).
             path, root = scope.get("path", ""), scope.get("root_path", "")
             responses.count(model, path.removeprefix(root) if root else path, status)

@@ -2,11 +2,14 @@
 
 Each takes a batch of texts and returns one JSON-ready dict per text. Weights are loaded once, from
 a local directory or the local Hugging Face cache (`HF_HUB_OFFLINE=1` at runtime), never per
-request.
+request. The encoder tasks run on torch or, with `runtime: onnxruntime`, on the ONNX graph exported
+beside the weights (serve/onnx_runtime.py); tokenizing, pooling and the answers are the same code.
 """
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,6 +22,7 @@ from transformers import (
 )
 
 from serve.config import ModelSpec, Task
+from serve.onnx_runtime import OnnxEncoder, require_export
 from serve.quantization import (
     AGREEMENT_TEXTS,
     MIN_COSINE,
@@ -40,6 +44,10 @@ class TextModel(Protocol):
     def probe(self) -> None:
         """Cheap liveness check (tokenizer and weights present); raises if the model is unusable."""
 
+    def set_threads(self, threads: int) -> None:
+        """The intra-op thread count of the next `predict`: fewer for big batches (replicas side by
+        side), more for a lone request."""
+
 
 def length_buckets(lengths: list[int]) -> list[list[int]]:
     """Indices grouped by similar length, so no input is padded far beyond its own length."""
@@ -54,35 +62,82 @@ def length_buckets(lengths: list[int]) -> list[list[int]]:
 
 
 class _Base:
-    # Set by subclasses that support `quantize`: how int8 output is compared with fp32's.
+    # Set by subclasses that support `quantize` or `runtime`: how their output is compared with
+    # torch fp32's, and which output of the model their forward step returns.
     agreement: Any = None
     min_agreement = 1.0
+    output = ""
 
     def __init__(self, spec: ModelSpec, auto_class: Any, source: str | None = None) -> None:
         self.spec = spec
         self.source = source or spec.source
+        onnx_file = None
+        if spec.runtime == "onnxruntime":  # before the weights load: a missing export fails fast
+            onnx_file = require_export(self.source, spec.quantize)
         # A prepared directory is already the pinned revision; a hub id resolves `revision` from
         # the local cache.
         revision = None if Path(self.source).is_dir() else spec.revision
         self.tokenizer = AutoTokenizer.from_pretrained(self.source, revision=revision)
-        self.model = auto_class.from_pretrained(self.source, revision=revision)
+        self.model: Any = auto_class.from_pretrained(self.source, revision=revision)
         self.model.eval()
+        self.config = self.model.config
+        self.onnx: OnnxEncoder | None = None
+        # The forward step of `predict`: tokenized batch in, `self.output` out.
+        self._forward: Callable[[Mapping[str, Any]], torch.Tensor] = self._torch_forward
         self.quantization_agreement: float | None = None
-        if spec.quantize == "int8":
+        self.runtime_agreement: float | None = None
+        if onnx_file is not None:
+            self._use_onnxruntime(onnx_file)
+        elif spec.quantize == "int8":
             self._quantize()
 
-    def _quantize(self) -> None:
+    def _torch_forward(self, encoded: Mapping[str, Any]) -> torch.Tensor:
+        return getattr(self.model(**encoded), self.output)
+
+    def _agreement_with_fp32(self, change: Callable[[], None], what: str, remove: str) -> float:
+        """Apply `change` if the model answers the agreement texts as torch fp32 did before it;
+        else raise, naming the config fields to remove."""
         texts = list(AGREEMENT_TEXTS)
         reference = self.predict(texts)
-        self.model = quantize_int8(self.model)
+        change()
         score = self.agreement(reference, self.predict(texts))
         if score < self.min_agreement:
             raise QuantizationRejected(
-                f"int8 {self.spec.task.value} model {self.source} agrees with fp32 at "
+                f"{what} {self.spec.task.value} model {self.source} agrees with fp32 at "
                 f"{score:.4f} on {len(texts)} texts (minimum {self.min_agreement}); "
-                "remove `quantize` from its config"
+                f"remove {remove} from its config"
             )
-        self.quantization_agreement = score
+        return score
+
+    def _quantize(self) -> None:
+        def quantize() -> None:
+            self.model = quantize_int8(self.model)
+
+        self.quantization_agreement = self._agreement_with_fp32(quantize, "int8", "`quantize`")
+
+    def _use_onnxruntime(self, path: Path) -> None:
+        """Swap the forward step for the ONNX graph, then drop the torch model."""
+
+        def swap() -> None:
+            encoder = self.onnx = OnnxEncoder(path, threads=torch.get_num_threads())
+            self._forward = lambda encoded: torch.from_numpy(encoder.run(encoded))
+
+        int8 = self.spec.quantize == "int8"
+        what = f"ONNX Runtime {'int8' if int8 else 'fp32'}"
+        remove = "`runtime` and `quantize`" if int8 else "`runtime`"
+        self.runtime_agreement = self._agreement_with_fp32(swap, what, remove)
+        if int8:
+            self.quantization_agreement = self.runtime_agreement
+        self.model = None
+        gc.collect()
+
+    def set_threads(self, threads: int) -> None:
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        if self.onnx is not None:
+            self.onnx.set_threads(threads)
+        elif torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
     def _encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.tokenizer(
@@ -112,7 +167,7 @@ class _Base:
         return results
 
     def probe(self) -> None:
-        if self.model is None or self.tokenizer is None:
+        if self.tokenizer is None or (self.model is None and self.onnx is None):
             raise RuntimeError("model is not loaded")
         if not self.tokenizer("ok")["input_ids"]:
             raise RuntimeError("tokenizer returned no tokens")
@@ -123,20 +178,21 @@ class SentimentModel(_Base):
 
     agreement = staticmethod(label_agreement)
     min_agreement = MIN_LABEL_AGREEMENT
+    output = "logits"
 
     def __init__(self, spec: ModelSpec, source: str | None = None) -> None:
         super().__init__(spec, AutoModelForSequenceClassification, source)
 
     @property
     def labels(self) -> dict[int, str]:
-        return self.model.config.id2label
+        return self.config.id2label
 
     def predict(self, texts: list[str]) -> list[dict[str, Any]]:
         return self._in_buckets(texts, self._classify)
 
     @torch.inference_mode()
     def _classify(self, encoded: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
-        probs = self.model(**encoded).logits.softmax(dim=-1)
+        probs = self._forward(encoded).softmax(dim=-1)
         scores, ids = probs.max(dim=-1)
         return [
             {"label": self.labels[int(i)], "score": round(float(s), 4)}
@@ -164,6 +220,7 @@ class EmbeddingModel(_Base):
 
     agreement = staticmethod(min_cosine)
     min_agreement = MIN_COSINE
+    output = "last_hidden_state"
 
     def __init__(self, spec: ModelSpec, source: str | None = None) -> None:
         super().__init__(spec, AutoModel, source)
@@ -173,7 +230,7 @@ class EmbeddingModel(_Base):
 
     @torch.inference_mode()
     def _embed(self, encoded: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
-        states = self.model(**encoded).last_hidden_state
+        states = self._forward(encoded)
         mask = encoded["attention_mask"].unsqueeze(-1).to(states.dtype)
         pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
         vectors = torch.nn.functional.normalize(pooled, p=2, dim=1)

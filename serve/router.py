@@ -1,4 +1,5 @@
-"""The ingress: FastAPI routes, input validation, and one DeploymentHandle per model."""
+"""The API's ingress at `/`: FastAPI routes, input validation, and one DeploymentHandle per model
+(each model is an application of its own: `AppArgs.model_app`)."""
 
 # No `from __future__ import annotations`: FastAPI reads the real types off the methods that
 # `serve.ingress` rebinds.
@@ -6,7 +7,7 @@ import asyncio
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve import metrics
@@ -19,14 +20,14 @@ from ray.serve.exceptions import (
 from ray.serve.handle import DeploymentHandle
 
 from serve.config import AppArgs
-from serve.errors import ApiError, BodySizeLimit, install_error_handlers
-from serve.metrics import ApiResponses, ResponseCounter
+from serve.errors import ERROR_RESPONSES, ApiError, Overloaded, check_text, json_api
+from serve.metrics import ApiResponses
 from serve.schemas import (
     ClassifyRequest,
     ClassifyResult,
     EmbeddingResult,
-    ErrorBody,
     ModelInfo,
+    ModelPredictRequest,
     ModelsResponse,
     PredictRequest,
     SentimentResult,
@@ -39,26 +40,9 @@ logger = logging.getLogger("ray.serve")
 RETRYABLE = (RayActorError, ReplicaUnavailableError)
 RETRY_BACKOFF_S = 0.05
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": description}
-    for status, description in {
-        400: "Malformed JSON.",
-        404: "Unknown model; the detail lists the available ones.",
-        413: "Body too large.",
-        422: "Missing, empty, non-string or too long text.",
-        503: "Overloaded or not ready; retry after `Retry-After` seconds.",
-        504: "Inference did not finish within the configured timeout.",
-    }.items()
-}
-
-api = FastAPI(
-    title="Ray Serve multi-model API",
-    version="0.1.0",
-    description="Sentiment, summarization and embeddings behind one endpoint.",
+api = json_api(
+    "Ray Serve multi-model API", "Sentiment, summarization and embeddings behind one endpoint."
 )
-api.add_middleware(BodySizeLimit)
-api.add_middleware(ResponseCounter)  # outermost: counts BodySizeLimit's 413 too
-install_error_handlers(api)
 
 
 @serve.deployment
@@ -66,9 +50,16 @@ install_error_handlers(api)
 class Router:
     """Validates requests and forwards each to the named model's deployment."""
 
-    def __init__(self, args: AppArgs, models: dict[str, DeploymentHandle]) -> None:
+    def __init__(self, args: AppArgs) -> None:
         self.args = args
-        self.models = models
+        # Each model's application may deploy after this one: the handle resolves on first use,
+        # and a model not running yet answers 503 not_ready.
+        self.models: dict[str, DeploymentHandle] = {
+            name: serve.get_deployment_handle(
+                name, app_name=args.model_app(name), _check_exists=False
+            )
+            for name in args.models
+        }
         self.retries = metrics.Counter(
             "router_retries",
             description="Inference requests sent again because their replica or node died.",
@@ -82,17 +73,32 @@ class Router:
     @api.post(
         "/predict",
         response_model=SentimentResult | SummaryResult | EmbeddingResult,
-        responses=ERRORS,
+        responses=ERROR_RESPONSES,
     )
     async def predict(self, request: PredictRequest, http: Request) -> dict[str, Any]:
         model = request.model or self.args.default_model
         result = await self._infer(model, request.text, http)
         return {"model": model, **result}
 
-    @api.post("/classify", response_model=ClassifyResult, responses=ERRORS)
+    @api.post("/classify", response_model=ClassifyResult, responses=ERROR_RESPONSES)
     async def classify(self, request: ClassifyRequest, http: Request) -> dict[str, Any]:
         result = await self._infer(self.args.classify_model, request.text, http)
         return {"label": result["label"], "score": result["score"]}
+
+    @api.post(
+        "/models/{name}/predict",
+        response_model=SentimentResult | SummaryResult | EmbeddingResult,
+        responses=ERROR_RESPONSES,
+        summary="Predict with one model, without the Router",
+    )
+    async def model_predict(
+        self, name: str, request: ModelPredictRequest, http: Request
+    ) -> dict[str, Any]:
+        """Serve's ingress sends a configured model's path straight to that model's own
+        application; only an unknown name (404), or a model whose application is not serving,
+        reaches the Router."""
+        result = await self._infer(name, request.text, http)
+        return {"model": name, **result}
 
     @api.get("/models", response_model=ModelsResponse)
     async def list_models(self) -> dict[str, Any]:
@@ -124,14 +130,7 @@ class Router:
                 f"Unknown model {model!r}. Available: {sorted(self.models)}",
             )
         http.state.model = model  # ResponseCounter's `model` label: a configured name only
-        if not text.strip():
-            raise ApiError(422, "invalid_request", "text must not be blank")
-        if len(text) > self.args.max_text_chars:
-            raise ApiError(
-                422,
-                "invalid_request",
-                f"text has {len(text)} characters; the limit is {self.args.max_text_chars}",
-            )
+        check_text(text, self.args.max_text_chars)
         retry = {"Retry-After": str(self.args.retry_after_s)}
         timeout_s = self.args.models[model].timeout_s or self.args.inference_timeout_s
         deadline = asyncio.get_running_loop().time() + timeout_s
@@ -163,6 +162,8 @@ class Router:
                     503, "not_ready", f"Model {model!r} is not ready: {type(exc).__name__}", retry
                 ) from None
             except RayTaskError as exc:
+                if isinstance(exc.cause, Overloaded):
+                    raise ApiError(503, "overloaded", str(exc.cause), retry) from None
                 # The cause stays in the logs: its text may carry the model's internals.
                 logger.warning("Model %r failed: %r", model, exc.cause)
                 raise ApiError(

@@ -36,6 +36,10 @@ class ClassifyRequest(BaseModel):
     text: StrictStr = Field(min_length=1)
 
 
+class ModelPredictRequest(ClassifyRequest):
+    """`POST /models/<name>/predict`: the text; the path names the model."""
+
+
 class SentimentResult(BaseModel):
     model: str
     label: str

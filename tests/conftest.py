@@ -16,6 +16,13 @@ SERVE_CONFIG = ROOT / "serve" / "serve_config.yaml"
 TINY_MODELS = ROOT / ".cache" / "models" / "tiny"
 
 
+def deployment_of(config: dict, name: str) -> dict:
+    """The deployment `name` in a Serve config, whichever application holds it."""
+    return next(
+        d for app in config["applications"] for d in app.get("deployments", []) if d["name"] == name
+    )
+
+
 def load_script(path: Path) -> ModuleType:
     """A script of the repository (not a package module) imported by path, as tests call its
     functions. Its folder goes on sys.path for the helpers beside it (scripts/ray_auth.py), and the

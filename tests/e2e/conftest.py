@@ -93,6 +93,23 @@ class Stack:
         """Serve's view of one application: status, deployments and their replicas."""
         return self.ray_api("/api/serve/applications/")["applications"][name]
 
+    def serve_apps(self) -> dict[str, dict]:
+        return self.ray_api("/api/serve/applications/")["applications"]
+
+    def serve_status(self) -> str:
+        """RUNNING when every application is (the Router's and each model's), else the first
+        other status."""
+        states = [app["status"] for app in self.serve_apps().values()]
+        return next((s for s in states if s != "RUNNING"), "RUNNING" if states else "NONE")
+
+    def deployments(self) -> dict[str, dict]:
+        """Every application's deployments by name (the Router and one per model)."""
+        return {
+            name: deployment
+            for app in self.serve_apps().values()
+            for name, deployment in app["deployments"].items()
+        }
+
     def serve_deploy(self, config: Path) -> None:
         """`serve deploy` from this machine, as an operator would, with the stack's token."""
         subprocess.run(

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import SERVE_CONFIG
+from tests.conftest import SERVE_CONFIG, deployment_of
 from tests.e2e.conftest import (
     Stack,
     deploy_config,
@@ -50,7 +50,7 @@ REPLICA_START_S = 90
 
 
 def sentiment(stack: Stack) -> dict:
-    return stack.serve_app()["deployments"]["sentiment"]
+    return stack.deployments()["sentiment"]
 
 
 def running_replicas(stack: Stack) -> int:
@@ -68,9 +68,7 @@ def prometheus_replicas(stack: Stack) -> float:
 def test_replicas_follow_a_step_load_up_and_back_down(stack: Stack, tmp_path: Path) -> None:
     shipped = yaml.safe_load(SERVE_CONFIG.read_text())
     override = yaml.safe_load(SERVE_CONFIG.read_text())
-    sentiment = next(
-        d for d in override["applications"][0]["deployments"] if d["name"] == "sentiment"
-    )
+    sentiment = deployment_of(override, "sentiment")
     sentiment["autoscaling_config"].update(AUTOSCALING)
     deploy_config(stack, override, tmp_path / "override.yaml")
     try:

@@ -52,7 +52,7 @@ def healthy_value(stack: Stack, expr: str) -> Callable[[dict], float] | None:
         # test_locust_run_has_no_failures_and_is_exported holds Locust's own count to 0.
         return lambda _: 0.0
     if "ray_serve_replicas:running" in expr or "autoscaling_target_replicas" in expr:
-        deployments = stack.serve_app()["deployments"]  # a steady deployment: its replicas
+        deployments = stack.deployments()  # a steady deployment: its replicas
 
         def running(labels: dict) -> float:
             replicas = deployments.get(labels.get("deployment"), {}).get("replicas", [])

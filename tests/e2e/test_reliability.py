@@ -28,7 +28,7 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import SERVE_CONFIG
+from tests.conftest import SERVE_CONFIG, deployment_of
 from tests.e2e.conftest import (
     FiringAlerts,
     Stack,
@@ -56,11 +56,11 @@ HEAD_RECOVERY_LIMIT_S = 90
 
 
 def deployments(stack: Stack) -> dict:
-    return stack.serve_app(APP)["deployments"]
+    return stack.deployments()
 
 
 def app_status(stack: Stack) -> str:
-    return stack.serve_app(APP)["status"]
+    return stack.serve_status()
 
 
 def running(stack: Stack, name: str) -> dict[str, str]:
@@ -147,14 +147,13 @@ def faulty(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
     tmp = tmp_path_factory.mktemp("reliability")
     shipped = yaml.safe_load(SERVE_CONFIG.read_text())
     config = yaml.safe_load(SERVE_CONFIG.read_text())
-    app = config["applications"][0]
-    app["runtime_env"]["env_vars"]["SERVE_APP_FAULT_INJECTION"] = "1"
-    app["args"]["models"]["embedding"]["timeout_s"] = 0.001
-    app["args"]["models"]["sentiment"]["timeout_s"] = SENTIMENT_TIMEOUT_S
-    for deployment in app["deployments"]:
-        if deployment["name"] == "sentiment":
-            deployment["autoscaling_config"].update(min_replicas=2, max_replicas=2)
-            deployment["health_check_period_s"] = HEALTH_PERIOD_S
+    for app in config["applications"]:
+        app["runtime_env"]["env_vars"]["SERVE_APP_FAULT_INJECTION"] = "1"
+        app["args"]["models"]["embedding"]["timeout_s"] = 0.001
+        app["args"]["models"]["sentiment"]["timeout_s"] = SENTIMENT_TIMEOUT_S
+    sentiment = deployment_of(config, "sentiment")
+    sentiment["autoscaling_config"].update(min_replicas=2, max_replicas=2)
+    sentiment["health_check_period_s"] = HEALTH_PERIOD_S
     deploy_config(stack, config, tmp / "override.yaml")
     ready = wait_until(
         lambda: (

@@ -12,7 +12,7 @@ import pytest
 import requests
 import yaml
 
-from tests.conftest import ROOT, SERVE_CONFIG, load_script
+from tests.conftest import ROOT, SERVE_CONFIG, deployment_of, load_script
 from tests.e2e.conftest import Stack, deploy_config, prometheus_value, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -34,10 +34,18 @@ def test_head_and_workers_alive(stack: Stack) -> None:
     assert sum(not n["is_head_node"] for n in nodes) == stack.workers == 2
 
 
-def test_serve_application_running(stack: Stack) -> None:
-    app = stack.serve_app()
-    assert app["status"] == "RUNNING"
-    assert set(app["deployments"]) == {"Router", "sentiment", "summarization", "embedding"}
+def test_serve_applications_running(stack: Stack) -> None:
+    """The Router's application and one per model, each holding its one deployment."""
+    apps = stack.serve_apps()
+    assert {name: app["status"] for name, app in apps.items()} == dict.fromkeys(
+        ("models", "sentiment", "summarization", "embedding"), "RUNNING"
+    )
+    assert {name: set(app["deployments"]) for name, app in apps.items()} == {
+        "models": {"Router"},
+        "sentiment": {"sentiment"},
+        "summarization": {"summarization"},
+        "embedding": {"embedding"},
+    }
 
 
 def test_seed_requests_for_every_model(stack: Stack) -> None:
@@ -58,11 +66,21 @@ def test_seed_requests_for_every_model(stack: Stack) -> None:
     assert resp.status_code == 200, resp.text
     assert set(resp.json()) == {"label", "score"}
 
+    for model in ("sentiment", "embedding"):  # each model's own route, through lb
+        resp = post(stack, f"/models/{model}/predict", {"text": "Ray Serve is great"})
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["model"] == model
+
 
 def test_ray_healthz_through_proxy(stack: Stack) -> None:
     resp = requests.get(f"{stack.api}/-/healthz", timeout=30)
     assert resp.status_code == 200
-    assert requests.get(f"{stack.api}/-/routes", timeout=30).json() == {"/": "models"}
+    assert requests.get(f"{stack.api}/-/routes", timeout=30).json() == {
+        "/": "models",
+        "/models/sentiment": "sentiment",
+        "/models/summarization": "summarization",
+        "/models/embedding": "embedding",
+    }
 
 
 def test_every_node_runs_an_ingress_behind_the_load_balancer(stack: Stack) -> None:
@@ -141,7 +159,7 @@ def test_image_healthcheck_reports_healthy(stack: Stack) -> None:
 
 def test_model_replicas_not_on_head(stack: Stack) -> None:
     head = next(n["node_id"] for n in stack.nodes() if n["is_head_node"])
-    deployments = stack.serve_app()["deployments"]
+    deployments = stack.deployments()
     for name in ("sentiment", "summarization", "embedding"):
         replicas = deployments[name]["replicas"]
         assert replicas and all(r["node_id"] != head for r in replicas), (name, replicas)
@@ -191,7 +209,7 @@ def test_up_fails_fast_with_the_failing_steps_own_error(stack: Stack) -> None:
     assert result.returncode != 0, output[-3000:]
     assert "cannot read the Serve config serve/missing.yaml" in output, output[-3000:]
     assert elapsed < 180, f"up.sh took {elapsed:.0f} s to report a failed model fetch"
-    assert stack.serve_app()["status"] == "RUNNING"
+    assert stack.serve_status() == "RUNNING"
 
 
 def test_up_waits_for_the_current_config_over_an_older_running_one(
@@ -201,19 +219,17 @@ def test_up_waits_for_the_current_config_over_an_older_running_one(
     without `-v`) is not ready: up.sh returns once serve-deploy applied serve/serve_config.yaml.
     The secrets survive the `secrets` service running again."""
     deploy = load_script(ROOT / "scripts" / "deploy.py")
-    expected = deploy.expected_apps(str(SERVE_CONFIG))["models"]
+    expected = deploy.expected_apps(str(SERVE_CONFIG))["sentiment"]
     older = yaml.safe_load(SERVE_CONFIG.read_text())
-    for deployment in older["applications"][0]["deployments"]:
-        if deployment["name"] == "sentiment":
-            deployment["user_config"]["batch_wait_timeout_s"] += 0.01
+    deployment_of(older, "sentiment")["user_config"]["batch_wait_timeout_s"] += 0.01
     deploy_config(stack, older, tmp_path / "older.yaml")
-    assert not deploy.runs_config(stack.serve_app(), expected)
+    assert not deploy.runs_config(stack.serve_app("sentiment"), expected)
     token = stack.token
 
     result, _ = run_up()
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    app = stack.serve_app()
-    assert app["status"] == "RUNNING"
+    app = stack.serve_app("sentiment")
+    assert stack.serve_status() == "RUNNING"
     assert deploy.runs_config(app, expected), app["deployed_app_config"]
     assert stack.secret("ray_auth_token") == token
 
@@ -277,24 +293,20 @@ def test_scale_adds_a_worker_that_takes_replicas(stack: Stack, tmp_path: Path) -
 
     # Ask for more CPUs than two workers offer (2 + 1 + 3 = 6 > 4): the new node must host some.
     config = yaml.safe_load(SERVE_CONFIG.read_text())
-    for deployment in config["applications"][0]["deployments"]:
-        if deployment["name"] == "sentiment":
-            deployment["autoscaling_config"]["min_replicas"] = 2
-        if deployment["name"] == "embedding":
-            deployment["autoscaling_config"]["min_replicas"] = 3
+    deployment_of(config, "sentiment")["autoscaling_config"]["min_replicas"] = 2
+    deployment_of(config, "embedding")["autoscaling_config"]["min_replicas"] = 3
     deploy_config(stack, config, tmp_path / "serve_config.yaml")
     deadline = time.monotonic() + 300
     on_new_node: list[str] = []
     while time.monotonic() < deadline:
-        app = stack.serve_app()
-        deployments = app["deployments"]
+        deployments = stack.deployments()
         on_new_node = [
             name
             for name, d in deployments.items()
             for r in d["replicas"]
             if r["state"] == "RUNNING" and r["node_id"] == new_node
         ]
-        if app["status"] == "RUNNING" and on_new_node:
+        if stack.serve_status() == "RUNNING" and on_new_node:
             break
         time.sleep(3)
     assert on_new_node, "no replica was placed on the new worker"

@@ -67,61 +67,80 @@ class LocalCluster:
 
 
 def test_config(tiny_models: Path) -> dict[str, Any]:
-    """The shipped config with tiny models, short health periods and a second, strict app."""
+    """The shipped config with tiny models, short health periods and copies of the API with one
+    small sentiment model each, on route prefixes of their own."""
     config = yaml.safe_load(SERVE_CONFIG.read_text())
     config["http_options"]["port"] = HTTP_PORT
     # Every node of this cluster is a process on one host: one HTTP ingress, on the head.
     config["proxy_location"] = "HeadOnly"
-    app = config["applications"][0]
-    app["args"]["model_dir"] = str(tiny_models)
-    app["runtime_env"]["env_vars"]["SERVE_APP_FAULT_INJECTION"] = "1"
-    for deployment in app["deployments"]:
-        deployment.get("ray_actor_options", {}).pop("memory", None)
-        deployment["health_check_period_s"] = 1
-        deployment["health_check_timeout_s"] = 10
-        if deployment["name"] == "sentiment":
-            # Two replicas, so one can be replaced while the other serves.
-            deployment["autoscaling_config"].update(min_replicas=2, max_replicas=2)
+    apps = config["applications"]
+    router = apps[0]
+    router["runtime_env"]["env_vars"]["SERVE_APP_FAULT_INJECTION"] = "1"  # one dict, aliased
+    for app in apps:
+        app["args"]["model_dir"] = str(tiny_models)  # each a copy (YAML merge) of the Router's
+        for deployment in app["deployments"]:
+            deployment.get("ray_actor_options", {}).pop("memory", None)
+            deployment["health_check_period_s"] = 1
+            deployment["health_check_timeout_s"] = 10
+            if deployment["name"] == "sentiment":
+                # Two replicas, so one can be replaced while the other serves.
+                deployment["autoscaling_config"].update(min_replicas=2, max_replicas=2)
 
-    # Same code, one small sentiment model each: "strict" admits one request in flight and one
-    # queued (503 beyond that); "hasty" gives inference less time than a round trip (504).
-    config["applications"] += [
-        sentiment_only(app, STRICT_APP, max_ongoing_requests=1, max_queued_requests=1),
-        sentiment_only(app, HASTY_APP, inference_timeout_s=0.0005),
-        renamed_default(app, tiny_models),
+    # "strict" admits one request and answers 503 beyond that; "hasty" gives inference less
+    # time than a round trip (504).
+    sentiment = next(a for a in apps if a["name"] == "sentiment")
+    config["applications"] = [
+        *apps,
+        *sentiment_only(router, sentiment, STRICT_APP, max_pending_requests=1),
+        *sentiment_only(router, sentiment, HASTY_APP, inference_timeout_s=0.0005),
+        *renamed_default(router, sentiment, tiny_models),
     ]
     return config
 
 
-def renamed_default(app: dict[str, Any], tiny_models: Path) -> dict[str, Any]:
+def renamed_default(
+    router: dict[str, Any], sentiment: dict[str, Any], tiny_models: Path
+) -> list[dict[str, Any]]:
     """One sentiment model named `mood`, which is also `default_model`: no `sentiment` at all."""
-    variant = sentiment_only(app, RENAMED_APP, inference_timeout_s=RENAMED_TIMEOUT_S)
-    spec = {**app["args"]["models"]["sentiment"], "source": str(tiny_models / "sentiment")}
-    variant["args"].update(models={"mood": spec}, default_model="mood", classify_model="mood")
-    variant["deployments"][1]["name"] = "mood"
-    return variant
+    apps = sentiment_only(router, sentiment, RENAMED_APP, inference_timeout_s=RENAMED_TIMEOUT_S)
+    spec = {**router["args"]["models"]["sentiment"], "source": str(tiny_models / "sentiment")}
+    for app in apps:
+        app["args"].update(models={"mood": spec}, default_model="mood", classify_model="mood")
+    model_app = apps[1]
+    model_app.update(name=f"{RENAMED_APP}-mood", route_prefix=f"/{RENAMED_APP}/models/mood")
+    model_app["args"]["model"] = "mood"
+    model_app["deployments"][0]["name"] = "mood"
+    return apps
 
 
 def sentiment_only(
-    app: dict[str, Any],
+    router: dict[str, Any],
+    sentiment: dict[str, Any],
     name: str,
     inference_timeout_s: float | None = None,
-    **sentiment_options: Any,
-) -> dict[str, Any]:
-    variant = copy.deepcopy(app)
-    variant["name"] = name
-    variant["route_prefix"] = f"/{name}"
-    variant["args"]["models"] = {"sentiment": app["args"]["models"]["sentiment"]}
+    **user_config: Any,
+) -> list[dict[str, Any]]:
+    """A copy of the API at `/<name>`: its Router (application `name`) and one sentiment
+    replica (application `<name>-sentiment` at `/<name>/models/sentiment`), batches of one."""
+    args = {
+        **copy.deepcopy(router["args"]),
+        "models": {"sentiment": router["args"]["models"]["sentiment"]},
+        "model_app_prefix": f"{name}-",
+    }
     if inference_timeout_s is not None:
-        variant["args"]["inference_timeout_s"] = inference_timeout_s
-    variant["deployments"] = [
-        d for d in variant["deployments"] if d["name"] in ("Router", "sentiment")
-    ]
-    sentiment = variant["deployments"][1]
-    sentiment.pop("autoscaling_config")
-    sentiment.update(num_replicas=1, **sentiment_options)
-    sentiment["user_config"].update(max_batch_size=1, batch_wait_timeout_s=0.0)
-    return variant
+        args["inference_timeout_s"] = inference_timeout_s
+    variant = {**copy.deepcopy(router), "name": name, "route_prefix": f"/{name}", "args": args}
+    model_app = copy.deepcopy(sentiment)
+    model_app.update(
+        name=f"{name}-sentiment",
+        route_prefix=f"/{name}/models/sentiment",
+        args={**copy.deepcopy(args), "model": "sentiment"},
+    )
+    deployment = model_app["deployments"][0]
+    deployment.pop("autoscaling_config")
+    deployment["num_replicas"] = 1
+    deployment["user_config"].update(max_batch_size=1, batch_wait_timeout_s=0.0, **user_config)
+    return [variant, model_app]
 
 
 def wait_running(config: dict[str, Any], timeout_s: float = 300) -> None:

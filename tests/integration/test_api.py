@@ -111,12 +111,12 @@ def test_models_lists_live_settings(api: str) -> None:
     assert models["summarization"]["task"] == "summarization"
     assert models["embedding"]["batching"]["max_batch_size"] == 16
     assert models["sentiment"]["autoscaling"]["min_replicas"] == 2
-    assert models["sentiment"]["max_ongoing_requests"] == 64
+    assert models["sentiment"]["max_ongoing_requests"] == 128
 
 
 def test_openapi_and_docs_served(api: str) -> None:
     spec = requests.get(f"{api}/openapi.json", timeout=30).json()
-    assert {"/predict", "/classify", "/models"} <= set(spec["paths"])
+    assert {"/predict", "/classify", "/models", "/models/{name}/predict"} <= set(spec["paths"])
     assert "422" in spec["paths"]["/predict"]["post"]["responses"]
     assert requests.get(f"{api}/docs", timeout=30).status_code == 200
 
@@ -125,6 +125,8 @@ def test_ray_healthz_and_routes_reachable(api: str) -> None:
     assert requests.get(f"{api}/-/healthz", timeout=30).status_code == 200
     routes = requests.get(f"{api}/-/routes", timeout=30).json()
     assert routes.get("/") == "models"
+    for model in ("sentiment", "summarization", "embedding"):
+        assert routes.get(f"/models/{model}") == model, routes
 
 
 def test_predict_malformed_json_is_400(api: str) -> None:
@@ -189,7 +191,7 @@ def test_inference_timeout_is_504(api: str) -> None:
 
 
 def test_overload_is_503_with_retry_after(api: str) -> None:
-    # The "strict" app admits one request in flight and one queued per router.
+    # The "strict" API's replica admits one request; the next is answered 503 by the replica.
     strict = f"{api}/strict"
     with ThreadPoolExecutor(max_workers=16) as pool:
         responses = list(
@@ -205,7 +207,7 @@ def test_overload_is_503_with_retry_after(api: str) -> None:
 
 def test_failed_inference_is_500_without_internals(api: str) -> None:
     """A model that raises gives the client a JSON 500 naming the model, not the exception."""
-    handle = serve.get_deployment_handle("mood", app_name=RENAMED_APP)
+    handle = serve.get_deployment_handle("mood", app_name=f"{RENAMED_APP}-mood")
     handle.fail_next_batches.remote(1).result(timeout_s=30)
     body = assert_error(post(f"{api}/renamed/predict", {"text": "x"}), 500, "inference_failed")
     assert "mood" in body["detail"]
@@ -219,10 +221,10 @@ def test_every_answer_is_counted_by_model_and_status(cluster: LocalCluster, api:
     post(f"{api}/predict", {"model": "nope", "text": "x"})  # 404, no such model
     post(f"{api}/predict", {"text": ""})  # 422 for sentiment, the default
     post(f"{api}/hasty/classify", {"text": "too slow"})  # 504
-    handle = serve.get_deployment_handle("mood", app_name=RENAMED_APP)
+    handle = serve.get_deployment_handle("mood", app_name=f"{RENAMED_APP}-mood")
     handle.fail_next_batches.remote(1).result(timeout_s=30)
     post(f"{api}/renamed/predict", {"text": "x"})  # 500
-    with ThreadPoolExecutor(max_workers=16) as pool:  # 503s: strict admits 1 + 1 queued
+    with ThreadPoolExecutor(max_workers=16) as pool:  # 503s: strict's replica admits 1
         list(pool.map(lambda _: post(f"{api}/strict/classify", {"text": "hi " * 200}), range(16)))
     wanted = {
         ("models", "", "/predict", "404"),

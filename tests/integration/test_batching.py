@@ -15,7 +15,7 @@ from ray.util.state import list_actors
 from serve.config import ModelSpec
 from serve.deployments import ModelDeployment
 from serve.models import TextModel
-from tests.integration.conftest import APP, LocalCluster
+from tests.integration.conftest import LocalCluster
 from tests.integration.metrics import batches_larger_than, histogram_buckets
 
 pytestmark = pytest.mark.integration
@@ -63,7 +63,10 @@ def settled(cluster: LocalCluster, model: str, gap_s: float = 12, timeout_s: flo
 
 def replica_actor_ids(deployment: str) -> set[str]:
     actors = list_actors(
-        filters=[("class_name", "=", f"ServeReplica:{APP}:{deployment}"), ("state", "=", "ALIVE")]
+        filters=[
+            ("class_name", "=", f"ServeReplica:{deployment}:{deployment}"),
+            ("state", "=", "ALIVE"),
+        ]
     )
     return {a.actor_id for a in actors}
 
@@ -76,9 +79,9 @@ def test_concurrent_burst_forms_batches(cluster: LocalCluster, api: str) -> None
 def test_user_config_batch_size_change_is_live(cluster: LocalCluster, api: str) -> None:
     before = replica_actor_ids("embedding")
     config = cluster.base_config
-    embedding = next(
-        d for d in config["applications"][0]["deployments"] if d["name"] == "embedding"
-    )
+    (embedding,) = next(a for a in config["applications"] if a["name"] == "embedding")[
+        "deployments"
+    ]
     embedding["user_config"]["max_batch_size"] = 2
     try:
         cluster.deploy(config)
@@ -121,6 +124,9 @@ class SlowForwardPass:
 
     def probe(self) -> None:
         self.model.probe()
+
+    def set_threads(self, threads: int) -> None:
+        self.model.set_threads(threads)
 
 
 class SlowSentiment(ModelDeployment):

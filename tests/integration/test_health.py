@@ -13,13 +13,17 @@ import requests
 from ray import serve
 from ray.util.state import list_actors
 
-from tests.integration.conftest import APP, RENAMED_APP, RENAMED_TIMEOUT_S, LocalCluster
+from tests.integration.conftest import RENAMED_APP, RENAMED_TIMEOUT_S, LocalCluster
 
 pytestmark = pytest.mark.integration
 
+MOOD_APP = f"{RENAMED_APP}-mood"  # the renamed API's one model
 
-def alive_replicas(deployment: str, app: str = APP) -> dict[str, str]:
-    """Replica actor name -> node id, for ALIVE replicas of `deployment`."""
+
+def alive_replicas(deployment: str, app: str | None = None) -> dict[str, str]:
+    """Replica actor name -> node id, for ALIVE replicas of `deployment` (in the application
+    named after it, unless `app` says otherwise)."""
+    app = app or deployment
     actors = list_actors(
         filters=[("class_name", "=", f"ServeReplica:{app}:{deployment}"), ("state", "=", "ALIVE")]
     )
@@ -67,7 +71,7 @@ def test_unhealthy_replica_is_replaced_while_serving(cluster: LocalCluster, api:
     assert len(before) == 2
 
     with traffic(api, clients=1, pause_s=0.05) as statuses:
-        handle = serve.get_deployment_handle("sentiment", app_name=APP)
+        handle = serve.get_deployment_handle("sentiment", app_name="sentiment")
         victim = handle.fail_health_checks.remote().result(timeout_s=30)
         victim_name = next(name for name in before if name.endswith(victim))
 
@@ -92,7 +96,7 @@ def test_killed_replica_loses_no_request(cluster: LocalCluster, api: str) -> Non
     before = alive_replicas("sentiment")
     assert len(before) == 2
     retries_before = router_retries(cluster)
-    handle = serve.get_deployment_handle("sentiment", app_name=APP)
+    handle = serve.get_deployment_handle("sentiment", app_name="sentiment")
     victim_tag = handle.hang_next_batch.remote().result(timeout_s=30)
     victim = next(name for name in before if name.endswith(victim_tag))
     with traffic(api, clients=8) as statuses:
@@ -118,15 +122,15 @@ def test_hung_replica_is_replaced(cluster: LocalCluster, api: str) -> None:
     """A forward pass that never returns: the replica fails its health check once the batch has
     run past the model's timeout, Serve replaces it, and callers meanwhile get a bounded 504."""
     app_api = f"{api}/{RENAMED_APP}"
-    (victim,) = alive_replicas("mood", RENAMED_APP)
-    handle = serve.get_deployment_handle("mood", app_name=RENAMED_APP)
+    (victim,) = alive_replicas("mood", MOOD_APP)
+    handle = serve.get_deployment_handle("mood", app_name=MOOD_APP)
     handle.hang_next_batch.remote().result(timeout_s=30)
     timings: list[float] = []
     hung_at = time.monotonic()
     with traffic(app_api, clients=2, pause_s=0.2, timings=timings) as statuses:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            now = alive_replicas("mood", RENAMED_APP)
+            now = alive_replicas("mood", MOOD_APP)
             if victim not in now and len(now) == 1 and statuses and statuses[-1] == 200:
                 break
             time.sleep(0.5)
@@ -134,7 +138,7 @@ def test_hung_replica_is_replaced(cluster: LocalCluster, api: str) -> None:
 
     counts = {s: statuses.count(s) for s in set(statuses)}
     print(f"\nhung replica replaced and serving after {replaced_s:.1f} s: {counts}")
-    assert victim not in alive_replicas("mood", RENAMED_APP), "the hung replica is still there"
+    assert victim not in alive_replicas("mood", MOOD_APP), "the hung replica is still there"
     assert set(counts) == {200, 504} and statuses[-1] == 200, counts
     # 504 at the model's timeout, not later; hung past the timeout, then 3 failed checks 1 s
     # apart, then a tiny model loads: well within four timeouts.

@@ -10,7 +10,7 @@ import yaml
 from pydantic import ValidationError
 
 from serve.check_config import ConfigError, check_config, main
-from serve.config import AppArgs, ModelSpec, Task, resolve_source
+from serve.config import AppArgs, ModelAppArgs, ModelSpec, Task, resolve_source
 from tests.conftest import SERVE_CONFIG
 
 ARGS = {
@@ -31,7 +31,13 @@ def app_of(config: dict) -> dict:
 
 
 def deployment(config: dict, name: str) -> dict:
-    return next(d for d in app_of(config)["deployments"] if d["name"] == name)
+    return next(
+        d for app in config["applications"] for d in app["deployments"] if d["name"] == name
+    )
+
+
+def model_app(config: dict, name: str) -> dict:
+    return next(app for app in config["applications"] if app["name"] == name)
 
 
 def test_shipped_config_is_valid(shipped: dict) -> None:
@@ -48,6 +54,54 @@ def test_shipped_config_is_valid(shipped: dict) -> None:
     assert args.models["summarization"].generation_options.min_length == 20
 
 
+def test_every_model_is_an_application_on_its_own_route(shipped: dict) -> None:
+    schema = check_config(shipped)
+    apps = {app.name: app for app in schema.applications}
+    for name in ("sentiment", "summarization", "embedding"):
+        app = apps[name]
+        assert app.route_prefix == f"/models/{name}"
+        assert app.import_path == "serve.app:build_model_app"
+        assert ModelAppArgs.model_validate(app.args).model == name
+        assert [d.name for d in app.deployments] == [name]
+    assert [d.name for d in apps["models"].deployments] == ["Router"]
+
+
+def test_check_config_rejects_a_model_without_its_application(shipped: dict) -> None:
+    shipped["applications"] = [a for a in shipped["applications"] if a["name"] != "embedding"]
+    with pytest.raises(
+        ConfigError, match=r"applications\[0\]\.args\.models: no application \['embedding'\]"
+    ):
+        check_config(shipped)
+
+
+def test_check_config_rejects_a_model_application_named_otherwise(shipped: dict) -> None:
+    model_app(shipped, "embedding")["name"] = "embeddings"
+    with pytest.raises(
+        ConfigError, match=r"applications\[3\]\.name: 'embeddings' must be 'embedding'"
+    ):
+        check_config(shipped)
+
+
+def test_check_config_rejects_admission_at_serve_limit(shipped: dict) -> None:
+    sentiment = deployment(shipped, "sentiment")
+    sentiment["user_config"]["max_pending_requests"] = sentiment["max_ongoing_requests"]
+    with pytest.raises(
+        ConfigError, match=r"deployments\[sentiment\]\.max_ongoing_requests: .* must exceed"
+    ):
+        check_config(shipped)
+
+
+def test_model_app_must_serve_a_configured_model() -> None:
+    with pytest.raises(ValidationError, match="'translation' is not one of the models"):
+        ModelAppArgs.model_validate({**ARGS, "model": "translation"})
+    assert (
+        ModelAppArgs.model_validate(
+            {**ARGS, "model_app_prefix": "a-", "model": "sentiment"}
+        ).model_app("sentiment")
+        == "a-sentiment"
+    )
+
+
 def test_shipped_config_sets_every_model_knob(shipped: dict) -> None:
     for name in ("sentiment", "summarization", "embedding"):
         d = deployment(shipped, name)
@@ -59,6 +113,7 @@ def test_shipped_config_sets_every_model_knob(shipped: dict) -> None:
             "downscale_delay_s",
         } <= set(d["autoscaling_config"])
         assert d["max_ongoing_requests"] >= d["user_config"]["max_batch_size"]
+        assert d["max_ongoing_requests"] > d["user_config"]["max_pending_requests"]
         assert {"num_cpus", "memory"} <= set(d["ray_actor_options"])
         assert {
             "health_check_period_s",

@@ -25,6 +25,7 @@ from tests.unit.hub_server import FakeHub
 
 SCRIPT = ROOT / "scripts" / "fetch_models.py"
 
+EXPORTS = {"model.onnx", "model_int8.onnx"}  # written beside every sentiment/embedding model
 SAFE_REPO = "acme/tiny-sst2"  # safetensors, plus the exports a real repo carries beside them
 BIN_REPO = "acme/tiny-sst2-legacy"  # pytorch_model.bin only, as older repos are
 EMPTY_REPO = "acme/no-weights"  # config and tokenizer, weights only as TF/Flax
@@ -143,10 +144,10 @@ def healthy_hub(request: pytest.FixtureRequest) -> Iterator[None]:
         request.getfixturevalue("hub").hub.heal()
 
 
-def write_config(path: Path, models: dict[str, tuple[str, str | None]]) -> Path:
+def write_config(path: Path, models: dict[str, tuple[str, str | None]], **extra: str) -> Path:
     specs: dict[str, dict[str, Any]] = {}
     for name, (source, revision) in models.items():
-        specs[name] = {"task": "sentiment", "source": source}
+        specs[name] = {"task": "sentiment", "source": source, **extra}
         if revision:
             specs[name]["revision"] = revision
     app = {"import_path": "serve.app:build_app", "args": {"models": specs}}
@@ -218,10 +219,13 @@ def test_fetch_copies_local_sources_and_is_idempotent(tiny_models: Path, tmp_pat
         record = json.loads((dest / name / ".fetched.json").read_text())
         assert record["source"] == str(tiny_models / name)
         assert files_in(dest / name) - {".fetched.json"} == files_in(tiny_models / name)
+        exports = EXPORTS if name != "summarization" else set()
+        assert files_in(dest / name) & EXPORTS == exports
 
     second = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert "copying" not in second.stdout
     assert second.stdout.count("already prepared") == 3
+    assert second.stdout.count("model_int8.onnx exist, kept") == 2
 
 
 def test_fetch_unreachable_source_fails_clearly(tmp_path: Path) -> None:
@@ -259,24 +263,31 @@ def test_hub_models_land_with_loadable_weights_only(hub: Hub, tmp_path: Path) ->
     dest = tmp_path / "models"
     support = {"config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"}
     st_files = {"modules.json", "1_Pooling/config.json", "sentence_bert_config.json"}
-    assert files_in(dest / "sentiment") == support | st_files | {
+    assert files_in(dest / "sentiment") == support | st_files | EXPORTS | {
         "model.safetensors",
         ".fetched.json",
     }
-    assert files_in(dest / "legacy") == support | {"pytorch_model.bin", ".fetched.json"}
+    assert files_in(dest / "legacy") == support | EXPORTS | {"pytorch_model.bin", ".fetched.json"}
     assert leftovers(dest) == []
 
     record = json.loads((dest / "sentiment" / ".fetched.json").read_text())
     assert record["source"] == SAFE_REPO
     assert record["revision"] == record["commit"] == hub.commits[f"{SAFE_REPO}@v1"]
-    assert {f["path"] for f in record["files"]} == files_in(dest / "sentiment") - {".fetched.json"}
+    # The record lists what was fetched; the exports are made from it afterwards.
+    assert {f["path"] for f in record["files"]} == files_in(dest / "sentiment") - {
+        ".fetched.json",
+        *EXPORTS,
+    }
     legacy = json.loads((dest / "legacy" / ".fetched.json").read_text())
     assert legacy["revision"] is None
     assert legacy["commit"] == hub.commits[f"{BIN_REPO}@v2"]  # the default branch's head
     # Chosen from the listing: nothing else was even downloaded.
     downloaded = hub.hub.downloads()[sent:]
     landed = [
-        f for d in ("sentiment", "legacy") for f in files_in(dest / d) if f != ".fetched.json"
+        f
+        for d in ("sentiment", "legacy")
+        for f in files_in(dest / d) - EXPORTS
+        if f != ".fetched.json"
     ]
     assert sorted(downloaded) == sorted(landed)
 
@@ -487,3 +498,58 @@ def test_select_files_takes_one_weights_format_and_the_support_files() -> None:
         script.FetchError, match=r"a/b has no weights .* it has flax_model\.msgpack"
     ):
         select("a/b", ["config.json", "flax_model.msgpack", "onnx/model.onnx"])
+
+
+def test_hub_model_gets_onnx_exports_kept_until_forced(hub: Hub, tmp_path: Path) -> None:
+    """The fetched weights are exported once; the replica's ONNX Runtime answers as torch does."""
+    from serve.config import ModelSpec
+    from serve.models import load_model
+
+    models = {"sentiment": (SAFE_REPO, hub.commits[f"{SAFE_REPO}@v1"])}
+    first = run_fetch(hub, tmp_path, models)
+    assert first.returncode == 0, first.stderr
+    target = tmp_path / "models" / "sentiment"
+    assert "exporting" in first.stdout and "int8 weights" in first.stdout
+    for quantize in (None, "int8"):
+        spec = ModelSpec(
+            task="sentiment", source=str(target), runtime="onnxruntime", quantize=quantize
+        )
+        model = load_model(spec)
+        assert model.runtime_agreement == 1.0
+        assert model.predict(["a good movie"])[0]["label"] == "POSITIVE"  # v1
+
+    stamps = {name: (target / name).stat().st_mtime_ns for name in EXPORTS}
+    again = run_fetch(hub, tmp_path, models)
+    assert again.returncode == 0, again.stderr
+    assert "model.onnx and model_int8.onnx exist, kept" in again.stdout
+    assert {name: (target / name).stat().st_mtime_ns for name in EXPORTS} == stamps
+
+    forced = run_fetch(hub, tmp_path, models, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "exporting" in forced.stdout
+    assert all((target / name).stat().st_mtime_ns != stamps[name] for name in EXPORTS)
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_failed_export_stops_only_a_model_on_onnxruntime(
+    tiny_models: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    runtime: str,
+) -> None:
+    from serve import onnx_runtime
+
+    def broken(*args: object, **kwargs: object) -> list[Path]:
+        raise RuntimeError("exporter broke")
+
+    monkeypatch.setattr(onnx_runtime, "export_onnx", broken)
+    script = load_script(SCRIPT)
+    models = {"sentiment": (str(tiny_models / "sentiment"), None)}
+    config = write_config(tmp_path / "serve_config.yaml", models, runtime=runtime)
+    code = script.main(["--config", str(config), "--dest", str(tmp_path / "models")])
+    assert code == (1 if runtime == "onnxruntime" else 0)
+    assert (tmp_path / "models" / "sentiment" / "config.json").is_file()
+    stderr = capsys.readouterr().err
+    assert "sentiment: ONNX export failed: exporter broke" in stderr
+    assert ("served all the same" in stderr) == (runtime == "torch")

@@ -17,7 +17,7 @@ from ray import serve
 
 
 async def inject(method: str) -> str:
-    handle = serve.get_deployment_handle("sentiment", app_name="models")
+    handle = serve.get_deployment_handle("sentiment", app_name="sentiment")
     return await asyncio.wait_for(getattr(handle, method).remote(), timeout=60)
 
 
