@@ -109,3 +109,28 @@ def test_load_balancer_configs_are_valid_haproxy(tmp_path: Path) -> None:
         )
         assert out.returncode == 0 and "Configuration file is valid" in out.stdout, out
         assert "[WARNING]" not in out.stdout + out.stderr, out
+
+
+def test_benchmark_configs_are_the_shipped_ones_cut_to_sentiment(tmp_path: Path) -> None:
+    """b runs the shipped Serve config (one Router, sentiment pinned to the cores), and the
+    no-op swaps only the model application's import path: both pass the config check."""
+    from serve.check_config import check_config
+
+    run = load_script(ROOT / "benchmark" / "run.py")
+    ours = run.ours_config(tmp_path, 2, runtime="onnxruntime", quantize="int8")
+    check_config(ours)
+    router, sentiment = ours["applications"]
+    assert (router["name"], sentiment["name"]) == ("models", "sentiment")
+    assert sentiment["route_prefix"] + "/predict" == run.MODEL_PATH
+    assert sentiment["args"]["models"]["sentiment"]["runtime"] == "onnxruntime"
+    (deployment,) = sentiment["deployments"]
+    assert deployment["autoscaling_config"]["min_replicas"] == 2
+    assert run.noop_config(tmp_path)["applications"][1]["import_path"] == "noop_app:build"
+
+
+def test_the_benchmark_runs_ray_with_the_stacks_overhead_settings() -> None:
+    run = load_script(ROOT / "benchmark" / "run.py")
+    env = run.read_env(run.OVERHEAD_ENV)
+    assert env and all(key.startswith("RAY_") for key in env), env
+    compose = (ROOT / "compose.yaml").read_text()
+    assert "env_file: images/ray-overhead.env" in compose
