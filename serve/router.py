@@ -5,7 +5,7 @@
 # `serve.ingress` rebinds.
 import asyncio
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 from fastapi import Request
 from ray import serve
@@ -146,6 +146,8 @@ class Router:
                 ) from None
             except BackPressureError as exc:
                 raise ApiError(503, "overloaded", str(exc), retry) from None
+            except Overloaded as exc:  # the replica's own admission limit (max_pending_requests)
+                raise ApiError(503, "overloaded", str(exc), retry) from None
             except RETRYABLE as exc:
                 if attempt == self.args.max_retries:
                     raise ApiError(
@@ -161,12 +163,18 @@ class Router:
                 raise ApiError(
                     503, "not_ready", f"Model {model!r} is not ready: {type(exc).__name__}", retry
                 ) from None
-            except RayTaskError as exc:
+            except RayTaskError as exc:  # Ray actor calls wrap the model's exception
                 if isinstance(exc.cause, Overloaded):
                     raise ApiError(503, "overloaded", str(exc.cause), retry) from None
-                # The cause stays in the logs: its text may carry the model's internals.
-                logger.warning("Model %r failed: %r", model, exc.cause)
-                raise ApiError(
-                    500, "inference_failed", f"Model {model!r} failed; its replica's log says why"
-                ) from None
+                self._failed(model, exc.cause)
+            except Exception as exc:  # direct gRPC (throughput mode) raises it as it was
+                self._failed(model, exc)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    @staticmethod
+    def _failed(model: str, cause: BaseException) -> NoReturn:
+        # The cause stays in the logs: its text may carry the model's internals.
+        logger.warning("Model %r failed: %r", model, cause)
+        raise ApiError(
+            500, "inference_failed", f"Model {model!r} failed; its replica's log says why"
+        ) from None

@@ -153,19 +153,21 @@ def faulty(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
         app["args"]["models"]["sentiment"]["timeout_s"] = SENTIMENT_TIMEOUT_S
     sentiment = deployment_of(config, "sentiment")
     sentiment["autoscaling_config"].update(min_replicas=2, max_replicas=2)
+    sentiment["max_replicas_per_node"] = 1  # one on each worker: a worker crash takes one
     sentiment["health_check_period_s"] = HEALTH_PERIOD_S
     deploy_config(stack, config, tmp / "override.yaml")
-    ready = wait_until(
-        lambda: (
-            app_status(stack) == "RUNNING" and len(set(running(stack, "sentiment").values())) == 2
-        ),
-        300,
-        every_s=3,
-    )
-    assert ready is not None, (
-        f"override not RUNNING with 2 sentiment replicas: {deployments(stack)}"
-    )
     try:
+        ready = wait_until(
+            lambda: (
+                app_status(stack) == "RUNNING"
+                and len(set(running(stack, "sentiment").values())) == 2
+            ),
+            300,
+            every_s=3,
+        )
+        assert ready is not None, (
+            f"override not RUNNING with 2 sentiment replicas: {deployments(stack)}"
+        )
         yield
     finally:
         deploy_config(stack, shipped, tmp / "shipped.yaml")
@@ -361,6 +363,29 @@ def test_overload_answers_503_quickly_and_fires_the_error_ratio_alert(
     assert max(t for _, t, _ in results) < timeout_s + 10, "a request waited past its timeout"
     assert answered_503 is not None, "the 503s are not in ray_router_responses_total"
     assert fired, f"ServeHighErrorRatio did not fire for sentiment; seen: {alerts.seen}"
+
+
+def test_failed_batch_answers_500_naming_the_model(stack: Stack, faulty: None) -> None:
+    """A model that raises, on Serve's direct gRPC path as compose runs it: the client gets the
+    API's JSON 500 naming the model, never the exception, through `/predict` and the model's
+    own route alike."""
+    for path, body in (
+        ("/predict", {"model": "sentiment", "text": "x"}),
+        ("/models/sentiment/predict", {"text": "x"}),
+    ):
+        inject(stack, "fail_next_batches")  # one of the two replicas fails its next batch
+        answers = []
+        for _ in range(20):  # until a request lands on that replica
+            resp = requests.post(f"{stack.api}{path}", json=body, timeout=60)
+            answers.append(resp.status_code)
+            if resp.status_code != 200:
+                break
+        assert answers[-1] == 500, (path, answers, resp.text)
+        assert resp.json()["error"] == "inference_failed", resp.text
+        assert "sentiment" in resp.json()["detail"] and "injected" not in resp.text
+        for _ in range(5):  # and only the next batch: the replica serves again
+            resp = requests.post(f"{stack.api}{path}", json=body, timeout=60)
+            assert resp.status_code == 200, resp.text
 
 
 def test_request_over_its_timeout_answers_504(stack: Stack, faulty: None) -> None:
