@@ -469,6 +469,21 @@ def bento_python(venv: Path) -> Path:
     return python
 
 
+def bento(work: Path, env: dict[str, str], texts: list[str], args: argparse.Namespace) -> dict:
+    """e: `bentoml serve bento_peer:Sentiment` in its own virtualenv, at every level."""
+    python = bento_python(args.bento_venv)
+    bodies = work / "bento.json"
+    bodies.write_text(json.dumps([{"texts": [t]} for t in texts]))
+    url = f"http://127.0.0.1:{PEER_PORT + 1}"
+    cmd = [
+        str(python), "-m", "bentoml", "serve", "bento_peer:Sentiment",
+        "--host", "127.0.0.1", "--port", str(PEER_PORT + 1), "--working-dir", str(HERE),
+    ]  # fmt: skip
+    env = {**env, "PYTHONPATH": str(ROOT)}  # this project's model code, for ONNX Runtime
+    with server(cmd, env, f"{url}/readyz", work / "bentoml.log"):
+        return levels(f"{url}/predict", bodies, args)
+
+
 # --- the run -----------------------------------------------------------------------------------
 
 
@@ -556,29 +571,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if "e" not in skip:
         log("e. BentoML with adaptive batching")
-        url = f"http://127.0.0.1:{PEER_PORT + 1}"
-
-        def bento() -> dict:
-            python = bento_python(args.bento_venv)
-            bodies = work / "bento.json"
-            bodies.write_text(json.dumps([{"texts": [t]} for t in texts]))
-            cmd = [
-                str(python),
-                "-m",
-                "bentoml",
-                "serve",
-                "bento_peer:Sentiment",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(PEER_PORT + 1),
-                "--working-dir",
-                str(HERE),
-            ]
-            with server(cmd, model_env, f"{url}/readyz", work / "bentoml.log"):
-                return levels(f"{url}/predict", bodies, args)
-
-        step(results, "e_bentoml", bento)
+        step(results, "e_bentoml", lambda: bento(work, model_env, texts, args))
+        if "ort" not in skip:
+            log("e on ONNX Runtime int8, this project's model code")
+            step(
+                results,
+                "e_bentoml_ort_int8",
+                lambda: bento(work, {**model_env, "BENCH_RUNTIME": "onnxruntime"}, texts, args),
+            )
 
     url = f"http://127.0.0.1:{HTTP_PORT}"
     model_url = f"{url}{MODEL_PATH}"
@@ -673,10 +673,13 @@ def summarize(results: dict[str, Any]) -> None:
     results["a_raw_mean_seq_per_s"] = raw
     raw_int8 = results.get("a_raw_int8", {}).get("seq_per_s")
     raw_ort = results.get("a_raw_ort_int8", {}).get("seq_per_s")
-    b, b8, bort, c, d, e = (
+    b, b8, bort, c, d, e, eort = (
         sat.get(k)
-        for k in ("b_ours", "b_ours_int8", "b_ours_ort_int8", "c_seed", "d_fastapi", "e_bentoml")
-    )
+        for k in (
+            "b_ours", "b_ours_int8", "b_ours_ort_int8", "c_seed", "d_fastapi", "e_bentoml",
+            "e_bentoml_ort_int8",
+        )
+    )  # fmt: skip
     lb = results.get("b_lb_pair", {})
     results["ratios"] = {
         "b/a": ratio(b, raw),
@@ -687,6 +690,7 @@ def summarize(results: dict[str, Any]) -> None:
         "b_ort_int8/c": ratio(bort, c),
         "b/d": ratio(b, d),
         "b/e": ratio(b, e),
+        "b_ort_int8/e_ort_int8": ratio(bort, eort),
         "b/max(d,e)": ratio(b, max(filter(None, (d, e)), default=None)),
         "b_predict/b": ratio(sat.get("b_ours_predict"), b),
         "b_lb/b_direct": ratio(lb.get("lb_rps"), lb.get("direct_rps")),
@@ -700,10 +704,11 @@ def summarize(results: dict[str, Any]) -> None:
     )
     lone = {
         k: (results.get(k, {}).get("levels") or [{}])[0].get("p50_ms")
-        for k in ("b_ours", "e_bentoml")
+        for k in ("b_ours", "e_bentoml", "b_ours_ort_int8", "e_bentoml_ort_int8")
     }
     results["lone_p50_ms"] = lone
     results["lone_p50_b/e"] = ratio(lone["b_ours"], lone["e_bentoml"])
+    results["lone_p50_b_ort/e_ort"] = ratio(lone["b_ours_ort_int8"], lone["e_bentoml_ort_int8"])
 
 
 def cell(level: dict | None) -> str:
@@ -723,6 +728,7 @@ def print_table(results: dict, levels_: list[int]) -> None:
         ("c. seed article", "c_seed"),
         ("d. FastAPI + uvicorn", "d_fastapi"),
         ("e. BentoML", "e_bentoml"),
+        ("e. BentoML, ONNX Runtime int8", "e_bentoml_ort_int8"),
         ("no-op deployment, its own route", "noop_model_route"),
         ("no-op deployment behind the Router", "noop"),
     ]
