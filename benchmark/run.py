@@ -95,23 +95,25 @@ RAW_BATCHES = (16, 32)
 
 def raw_worker(
     model_dir: str, texts: list[str], seconds: float, threads: int, spec: dict, barrier: Any
-) -> dict[int, int]:
+) -> dict[int, float]:
     """One process of a raw measurement: the model on `threads` intra-op threads, then each of
-    RAW_BATCHES for `seconds`, started together with the other processes (`barrier`)."""
+    RAW_BATCHES for at least `seconds`, started together with the other processes (`barrier`).
+    Sequences per second over the time the whole batches took (the last one ends past
+    `seconds`)."""
     model = load_model(ModelSpec(task="sentiment", source=f"{model_dir}/sentiment", **spec))
     model.set_threads(threads)
-    done: dict[int, int] = {}
+    rates: dict[int, float] = {}
     for batch in RAW_BATCHES:
         batches = [texts[i : i + batch] for i in range(0, len(texts), batch)]
         model.predict(batches[0])  # warm-up at this shape
         barrier.wait()
         count, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds:
+        while (elapsed := time.perf_counter() - started) < seconds:
             chunk = batches[count // batch % len(batches)]
             model.predict(chunk)
             count += len(chunk)
-        done[batch] = count
-    return done
+        rates[batch] = count / elapsed
+    return rates
 
 
 def raw_layout(
@@ -124,8 +126,8 @@ def raw_layout(
     with context.Manager() as manager, context.Pool(processes) as pool:
         barrier = manager.Barrier(processes)
         work = (str(model_dir), texts, seconds, threads, spec, barrier)
-        counts = pool.starmap(raw_worker, [work] * processes, chunksize=1)
-    return {batch: sum(c[batch] for c in counts) / seconds for batch in RAW_BATCHES}
+        rates = pool.starmap(raw_worker, [work] * processes, chunksize=1)
+    return {batch: sum(r[batch] for r in rates) for batch in RAW_BATCHES}
 
 
 def raw_limit(
