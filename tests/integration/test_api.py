@@ -35,6 +35,30 @@ def assert_error(resp: requests.Response, status: int, code: str) -> dict:
     return body
 
 
+def assert_overload_answers_503(url: str) -> None:
+    """16 concurrent requests to a strict API's `url`: some 503 `overloaded` with Retry-After,
+    some 200."""
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        responses = list(pool.map(lambda _: post(url, {"text": "hello " * 200}), range(16)))
+    rejected = [r for r in responses if r.status_code == 503]
+    assert rejected, [r.status_code for r in responses]
+    for resp in rejected:
+        assert_error(resp, 503, "overloaded")
+        assert int(resp.headers["Retry-After"]) >= 1
+    assert any(r.status_code == 200 for r in responses)
+
+
+def assert_failed_batch_answers_500(url: str) -> None:
+    """The renamed API's `mood` replica fails its next batch: `url` answers a JSON 500 naming the
+    model, not the exception, then serves again."""
+    handle = serve.get_deployment_handle("mood", app_name=f"{RENAMED_APP}-mood")
+    handle.fail_next_batches.remote(1).result(timeout_s=30)
+    body = assert_error(post(url, {"text": "x"}), 500, "inference_failed")
+    assert "mood" in body["detail"]
+    assert "RuntimeError" not in body["detail"] and "injected" not in body["detail"], body
+    assert post(url, {"text": "x"}).status_code == 200
+
+
 def test_predict_seed_sentiment_request(api: str) -> None:
     resp = post(f"{api}/predict", {"model": "sentiment", "text": "Ray Serve is great"})
     assert resp.status_code == 200, resp.text
@@ -192,27 +216,12 @@ def test_inference_timeout_is_504(api: str) -> None:
 
 def test_overload_is_503_with_retry_after(api: str) -> None:
     # The "strict" API's replica admits one request; the next is answered 503 by the replica.
-    strict = f"{api}/strict"
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        responses = list(
-            pool.map(lambda _: post(f"{strict}/classify", {"text": "hello " * 200}), range(16))
-        )
-    rejected = [r for r in responses if r.status_code == 503]
-    assert rejected, [r.status_code for r in responses]
-    for resp in rejected:
-        assert_error(resp, 503, "overloaded")
-        assert int(resp.headers["Retry-After"]) >= 1
-    assert any(r.status_code == 200 for r in responses)
+    assert_overload_answers_503(f"{api}/strict/classify")
 
 
 def test_failed_inference_is_500_without_internals(api: str) -> None:
     """A model that raises gives the client a JSON 500 naming the model, not the exception."""
-    handle = serve.get_deployment_handle("mood", app_name=f"{RENAMED_APP}-mood")
-    handle.fail_next_batches.remote(1).result(timeout_s=30)
-    body = assert_error(post(f"{api}/renamed/predict", {"text": "x"}), 500, "inference_failed")
-    assert "mood" in body["detail"]
-    assert "RuntimeError" not in body["detail"] and "injected" not in body["detail"], body
-    assert post(f"{api}/renamed/predict", {"text": "x"}).status_code == 200
+    assert_failed_batch_answers_500(f"{api}/renamed/predict")
 
 
 def test_every_answer_is_counted_by_model_and_status(cluster: LocalCluster, api: str) -> None:

@@ -12,7 +12,13 @@ from ray import serve
 
 from tests.integration.conftest import HASTY_APP, RENAMED_APP, STRICT_APP, LocalCluster
 from tests.integration.metrics import router_responses
-from tests.integration.test_api import SUMMARY_INPUT, assert_error, post
+from tests.integration.test_api import (
+    SUMMARY_INPUT,
+    assert_error,
+    assert_failed_batch_answers_500,
+    assert_overload_answers_503,
+    post,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -86,15 +92,7 @@ def test_invalid_fields_are_422(api: str, body: object) -> None:
 
 def test_overload_is_503_with_retry_after(api: str) -> None:
     """The strict API's replica admits one request and answers the next 503 itself."""
-    url = model_url(api, "sentiment", f"/{STRICT_APP}")
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        responses = list(pool.map(lambda _: post(url, {"text": "hello " * 200}), range(16)))
-    rejected = [r for r in responses if r.status_code == 503]
-    assert rejected, [r.status_code for r in responses]
-    for resp in rejected:
-        assert_error(resp, 503, "overloaded")
-        assert int(resp.headers["Retry-After"]) >= 1
-    assert any(r.status_code == 200 for r in responses)
+    assert_overload_answers_503(model_url(api, "sentiment", f"/{STRICT_APP}"))
 
 
 def test_timeout_is_504(api: str) -> None:
@@ -103,13 +101,7 @@ def test_timeout_is_504(api: str) -> None:
 
 
 def test_failed_inference_is_500_without_internals(api: str) -> None:
-    handle = serve.get_deployment_handle("mood", app_name=f"{RENAMED_APP}-mood")
-    handle.fail_next_batches.remote(1).result(timeout_s=30)
-    url = model_url(api, "mood", f"/{RENAMED_APP}")
-    body = assert_error(post(url, {"text": "x"}), 500, "inference_failed")
-    assert "mood" in body["detail"]
-    assert "RuntimeError" not in body["detail"] and "injected" not in body["detail"], body
-    assert post(url, {"text": "x"}).status_code == 200
+    assert_failed_batch_answers_500(model_url(api, "mood", f"/{RENAMED_APP}"))
 
 
 def test_answers_are_counted_by_the_model_not_the_router(cluster: LocalCluster, api: str) -> None:
