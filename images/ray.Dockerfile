@@ -26,12 +26,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     HF_HOME=/tmp/hf-home \
     RAY_USAGE_STATS_ENABLED=0
 RUN useradd --create-home --uid 1000 --shell /bin/bash ray \
-    && mkdir -p /app /models \
-    && chown ray:ray /models
+    && mkdir -p /app /models /ray-targets \
+    && chown ray:ray /models /ray-targets
 COPY --from=deps /opt/venv /opt/venv
 COPY --chown=ray:ray serve/ /app/serve/
 COPY --chown=ray:ray scripts/ /app/scripts/
-COPY --chown=ray:ray images/node_health.py images/stack_secrets.py /app/images/
+COPY --chown=ray:ray images/node_health.py images/stack_secrets.py images/advertise.py \
+    images/ray_targets.py /app/images/
 COPY --chown=ray:ray loadtest/ /app/loadtest/
 # The `ray` user, numeric so that a runtime can verify it is not root.
 USER 1000:1000

@@ -8,11 +8,13 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -278,6 +280,36 @@ def locust_totals(csv_prefix: Path) -> tuple[int, int, list[str]]:
     rows = Path(f"{csv_prefix}_stats.csv").read_text().splitlines()
     aggregated = next(line for line in rows if ",Aggregated," in line).split(",")
     return int(aggregated[2]), int(aggregated[3]), rows
+
+
+@dataclass
+class Load:
+    csv: Path
+    output: str = ""
+
+    def totals(self) -> tuple[int, int, list[str]]:
+        return locust_totals(self.csv)
+
+    def max_response_s(self) -> float:
+        with Path(f"{self.csv}_stats.csv").open() as stats:
+            aggregated = next(row for row in csv.DictReader(stats) if row["Name"] == "Aggregated")
+        return float(aggregated["Max Response Time"]) / 1000
+
+
+@contextmanager
+def sentiment_load(stack: Stack, csv_prefix: Path, users: int = 8) -> Iterator[Load]:
+    """Locust's SentimentUser through the load balancer while the block runs, then its stats."""
+    load = Load(csv_prefix)
+    locust = start_locust(
+        stack, csv_prefix, "SentimentUser",
+        "-u", str(users), "-r", str(users), "-t", "600s", "--exporter-port", "0",
+    )  # fmt: skip
+    try:
+        time.sleep(5)  # requests in flight on both replicas
+        yield load
+    finally:
+        locust.send_signal(signal.SIGINT)  # Locust stops its users and writes its stats
+        load.output, _ = locust.communicate(timeout=120)
 
 
 class FiringAlerts:

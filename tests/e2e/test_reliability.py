@@ -12,7 +12,6 @@ deployed again afterwards. The stack's alerts wait only a few seconds (conftest.
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import statistics
@@ -20,8 +19,6 @@ import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -34,10 +31,9 @@ from tests.e2e.conftest import (
     Stack,
     deploy_config,
     locust_failures,
-    locust_totals,
     prometheus_value,
     run_job,
-    start_locust,
+    sentiment_load,
     wait_until,
 )
 
@@ -108,36 +104,6 @@ def victim_replaced(stack: Stack, victim: str) -> bool:
     """`victim` is no longer a RUNNING sentiment replica, and two others are."""
     now = running(stack, "sentiment")
     return victim not in now and len(now) == 2
-
-
-@dataclass
-class Load:
-    csv: Path
-    output: str = ""
-
-    def totals(self) -> tuple[int, int, list[str]]:
-        return locust_totals(self.csv)
-
-    def max_response_s(self) -> float:
-        with Path(f"{self.csv}_stats.csv").open() as stats:
-            aggregated = next(row for row in csv.DictReader(stats) if row["Name"] == "Aggregated")
-        return float(aggregated["Max Response Time"]) / 1000
-
-
-@contextmanager
-def sentiment_load(stack: Stack, csv_prefix: Path, users: int = 8) -> Iterator[Load]:
-    """Locust's SentimentUser through the load balancer while the block runs, then its stats."""
-    load = Load(csv_prefix)
-    locust = start_locust(
-        stack, csv_prefix, "SentimentUser",
-        "-u", str(users), "-r", str(users), "-t", "600s", "--exporter-port", "0",
-    )  # fmt: skip
-    try:
-        time.sleep(5)  # requests in flight on both replicas
-        yield load
-    finally:
-        locust.send_signal(signal.SIGINT)  # Locust stops its users and writes its stats
-        load.output, _ = locust.communicate(timeout=120)
 
 
 @pytest.fixture(scope="module")
