@@ -42,6 +42,7 @@ def ifreq(name: bytes, address: str) -> bytes:
 
 
 def add_to_loopback(address: str) -> None:
+    """`ip addr add ADDRESS/32 dev lo label lo:ray`, by ioctl: the image has no iproute2."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         fcntl.ioctl(sock, SIOCSIFADDR, ifreq(ALIAS, address))
         fcntl.ioctl(sock, SIOCSIFNETMASK, ifreq(ALIAS, "255.255.255.255"))
@@ -62,9 +63,16 @@ def main(argv: list[str]) -> int:
         return 2
     address, command = argv[0], argv[1:]
     try:
-        ipaddress.IPv4Address(address)
+        ip = ipaddress.IPv4Address(address)
     except ValueError:
         print(f"advertise: {address!r} is not an IPv4 address (RAY_NODE_ADDRESS)", file=sys.stderr)
+        return 2
+    if ip.is_unspecified or ip.is_loopback:
+        print(
+            f"advertise: {address} cannot be reached from other hosts; RAY_NODE_ADDRESS is this "
+            "host's address on the network the cluster's hosts share",
+            file=sys.stderr,
+        )
         return 2
     if not is_local(address):
         try:

@@ -5,7 +5,8 @@ Nodes on this host are found through Docker's DNS; a worker that joined from ano
 (compose.worker.yaml) is not in it. It carries the node label `location=remote`, so this asks the
 Ray dashboard for the live nodes with that label every few seconds and writes their metrics
 addresses (the address each node advertises, and the pinned metrics port) in Prometheus's
-file_sd format. While the head is down the last file stays, so scraping goes on.
+file_sd format. While the head is down the last file stays, so scraping goes on. The file is
+rewritten at every answer, so its age tells the service's health (`--healthy`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import requests
 
 LABEL = ("location", "remote")  # compose.worker.yaml starts remote workers with this label
+METRICS_PORT = 8080  # every node's --metrics-export-port (the port table)
 
 
 def remote_nodes(dashboard: str, token: str) -> list[str]:
@@ -53,9 +55,21 @@ def main() -> int:
     parser.add_argument("--dashboard", default="http://ray-head:8265")
     parser.add_argument("--token-file", default=os.environ.get("RAY_AUTH_TOKEN_PATH", ""))
     parser.add_argument("--out", type=Path, default=Path("/ray-targets/remote_nodes.json"))
-    parser.add_argument("--port", type=int, default=8080, help="the nodes' metrics export port")
+    parser.add_argument("--port", type=int, default=METRICS_PORT, help="the nodes' metrics port")
     parser.add_argument("--every", type=float, default=5.0, help="seconds between updates")
+    parser.add_argument(
+        "--healthy",
+        type=float,
+        metavar="SECONDS",
+        help="exit 0 if the Ray dashboard answered within SECONDS (the file's age), else 1",
+    )
     args = parser.parse_args()
+    if args.healthy is not None:
+        try:
+            age = time.time() - args.out.stat().st_mtime
+        except FileNotFoundError:
+            return 1
+        return 0 if age <= args.healthy else 1
 
     # PID 1 of its container: without a handler, `docker compose stop` would wait and then kill.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -65,11 +79,11 @@ def main() -> int:
         try:
             addresses = remote_nodes(args.dashboard, token)
         except (requests.RequestException, KeyError, ValueError) as exc:
-            print(f"ray-targets: Ray dashboard not answering ({exc}); keeping the last targets")
+            print(f"ray-targets: cannot list Ray's nodes ({exc}); keeping the last targets")
         else:
-            if addresses != last or not args.out.exists():
-                write_targets(args.out, addresses, args.port)
-                print(f"ray-targets: remote nodes {addresses or 'none'}", flush=True)
+            write_targets(args.out, addresses, args.port)
+            if addresses != last:
+                print(f"ray-targets: remote nodes {addresses or 'none'}")
                 last = addresses
         sys.stdout.flush()
         time.sleep(args.every)

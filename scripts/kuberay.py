@@ -65,6 +65,8 @@ HOST_PORT_PARAMS = {
     "max-worker-port",
 }
 CONFIGMAP_LIMIT = 1024 * 1024
+# A memory-backed volume is mounted there (Ray's object store), not a temp file.
+SHM_PATH = "/dev/shm"  # nosec B108
 DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 CONFIGMAP_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 VARIABLE = re.compile(r"\$\$|\$\{(\w+)(?:(:?[-+?])([^}]*))?\}|\$(\w+)")
@@ -210,6 +212,38 @@ def model_dir(src: Sources) -> str:
     return src.serve_config["applications"][0]["args"]["model_dir"]
 
 
+# KubeRay's own probes run `wget`, which the image (python:3.11-slim) lacks: the same checks, in
+# Python. Both nodes: the raylet, through the dashboard agent on its default port; the head also
+# the GCS, a worker's readiness also its Serve ingress (what KubeRay checks for a RayService).
+HEALTH_URLS = {
+    "ray-head": [
+        "http://localhost:52365/api/local_raylet_healthz",
+        "http://localhost:8265/api/gcs_healthz",
+    ],
+    "ray-worker": ["http://localhost:52365/api/local_raylet_healthz"],
+}
+SERVE_HEALTH_URL = "http://localhost:8000/-/healthz"
+
+
+def probe(urls: list[str], **timing: int) -> Doc:
+    """An exec probe that fails unless every URL answers 2xx within the timeout."""
+    check = f"import urllib.request as u; [u.urlopen(x, timeout=2) for x in {urls!r}]"
+    return {"exec": {"command": ["python3", "-c", check]}, "timeoutSeconds": 3, **timing}
+
+
+def probes(node: str) -> Doc:
+    """Liveness as lenient as KubeRay's (a restarting head's GCS must not get workers killed)."""
+    ready = HEALTH_URLS[node] + ([SERVE_HEALTH_URL] if node == "ray-worker" else [])
+    return {
+        "livenessProbe": probe(
+            HEALTH_URLS[node], initialDelaySeconds=30, periodSeconds=5, failureThreshold=120
+        ),
+        "readinessProbe": probe(
+            ready, initialDelaySeconds=10, periodSeconds=5, failureThreshold=10
+        ),
+    }
+
+
 def pod_template(src: Sources, node: str, container: Doc, models: Doc | None = None) -> Doc:
     """A Ray pod: the carried env, the metrics ports, /dev/shm in memory (Ray's object store) and,
     where replicas run, the models fetched by an init container, as compose's `models` step."""
@@ -220,8 +254,9 @@ def pod_template(src: Sources, node: str, container: Doc, models: Doc | None = N
         **container,
         "env": node_env(src, node),
         "ports": metrics_ports(src, NODE_TYPES[node]),
+        **probes(node),
         # Ray's object store, in the pod's memory-backed volume (not a temp file).
-        "volumeMounts": [{"name": "shared-mem", "mountPath": "/dev/shm"}],  # nosec B108
+        "volumeMounts": [{"name": "shared-mem", "mountPath": SHM_PATH}],
     }
     # The image's user is numeric (uid 1000), so the kubelet can verify it is not root.
     spec: Doc = {"securityContext": {"runAsNonRoot": True}, "containers": [container]}

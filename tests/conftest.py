@@ -53,6 +53,15 @@ def tiny_models() -> Path:
     return TINY_MODELS
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test marked `last` (taking the shared stack down) runs after every other test of its
+    tier (its directory), whatever the order of the modules."""
+    for item in [item for item in items if item.get_closest_marker("last")]:
+        items.remove(item)
+        tier = [n for n, other in enumerate(items) if other.path.parent == item.path.parent]
+        items.insert(tier[-1] + 1 if tier else len(items), item)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
     """With E2E_REQUIRED=1 (CI), a skipped e2e test is a failure: the stack must really run."""

@@ -131,7 +131,7 @@ def test_error_contract_through_proxy(
 
 
 def test_compose_healthchecks_healthy(stack: Stack) -> None:
-    for service in ("ray-head", "ray-worker", "prometheus"):
+    for service in ("ray-head", "ray-worker", "prometheus", "ray-targets"):
         containers = stack.containers(service)
         assert containers, f"no running {service} container"
         for container in containers:
@@ -333,6 +333,7 @@ def test_stopped_worker_fires_node_lost_alert(stack: Stack) -> None:
     assert firing, "RayNodeLost did not fire after a worker stopped"
 
 
+@pytest.mark.last
 def test_down_removes_everything(stack: Stack) -> None:
     subprocess.run([str(ROOT / "scripts" / "down.sh")], cwd=ROOT, check=True)
     label = f"label=com.docker.compose.project={stack.project}"

@@ -118,6 +118,20 @@ def test_head_runs_no_replicas_and_exports_metrics() -> None:
     assert not {"address", "redis-password", "redis-username"} & set(params)
 
 
+@pytest.mark.parametrize("node_type", ["head", "worker"])
+def test_probes_need_no_wget_and_keep_ray_s_default_agent_port(node_type: str) -> None:
+    """KubeRay's default probes shell out to wget, which the image lacks; ours run Python against
+    the same public health endpoints, so the pods keep the dashboard agent's default port."""
+    container = ray_container(node_type)
+    for kind in ("livenessProbe", "readinessProbe"):
+        command = container[kind]["exec"]["command"]
+        assert command[0] == "python3" and "wget" not in " ".join(command)
+        assert "localhost:52365/api/local_raylet_healthz" in command[-1]
+    serve_ready = "localhost:8000/-/healthz" in container["readinessProbe"]["exec"]["command"][-1]
+    assert serve_ready == (node_type == "worker")
+    assert "dashboard-agent-listen-port" not in groups()[node_type]["rayStartParams"]
+
+
 def test_one_worker_group_with_the_routers_resource() -> None:
     (worker,) = cluster()["workerGroupSpecs"]
     assert worker["minReplicas"] <= worker["replicas"] <= worker["maxReplicas"]

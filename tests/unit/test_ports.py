@@ -8,6 +8,7 @@ import re
 import pytest
 import yaml
 
+from images import ray_targets
 from tests.conftest import ROOT
 
 FLAG = re.compile(r"--((?:[a-z-]+-)?port)=(\d+)")
@@ -61,8 +62,14 @@ def table_flags() -> dict[str, str]:
 
 
 def published(service: dict) -> set[str]:
-    """Container-side ports a service publishes (`address:host:container`)."""
-    return {str(entry).rsplit(":", 1)[1] for entry in service.get("ports", [])}
+    """Ports a service publishes (`address:host:container`), each on the same port number on the
+    host: Ray advertises the port it listens on, so other hosts must find it there."""
+    ports = set()
+    for entry in service.get("ports", []):
+        host, container = str(entry).rsplit(":", 2)[1:]
+        assert host == container, f"{entry}: published on another port number"
+        ports.add(container)
+    return ports
 
 
 def test_the_table_is_found() -> None:
@@ -109,3 +116,26 @@ def test_serve_port_ranges_match_the_table() -> None:
             f"-{env['RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT']}"
         )
         assert rows["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] == ingress
+
+
+def test_a_remote_worker_runs_serve_as_the_head_s_host_does() -> None:
+    """The settings every node of one cluster must share (Serve's data path, its retries, the GCS
+    reconnect timeout, the replica port range) are the same on a remote worker."""
+    local_env = compose("compose.yaml")["x-ray-node"]["environment"]
+    remote_env = compose("compose.worker.yaml")["services"]["ray-worker"]["environment"]
+    shared = [key for key in local_env if key.startswith(("RAY_SERVE_", "RAY_gcs_"))]
+    assert shared
+    assert {key: remote_env.get(key) for key in shared} == {key: local_env[key] for key in shared}
+    assert (
+        compose("compose.worker.yaml")["services"]["ray-worker"]["env_file"]
+        == compose("compose.yaml")["x-ray-node"]["env_file"]
+    )
+
+
+def test_ray_targets_looks_for_what_a_remote_worker_is_started_with() -> None:
+    """The label and metrics port ray-targets lists remote workers by are those that
+    compose.worker.yaml starts them with."""
+    command = node_commands()["remote"]
+    assert f" --labels={ray_targets.LABEL[0]}={ray_targets.LABEL[1]} " in f" {command} "
+    assert flag_ports(command)["--metrics-export-port"] == str(ray_targets.METRICS_PORT)
+    assert "--port" not in compose("compose.yaml")["services"]["ray-targets"]["command"]
