@@ -81,8 +81,9 @@ def recreate_head(stack: Stack, compose_file: str, **env: str) -> None:
     new head takes the cluster over from Redis: GCS fault tolerance)."""
     os.environ["COMPOSE_FILE"] = compose_file
     os.environ.update(env)
+    workers = sum(not n["is_head_node"] for n in stack.nodes())
     stack.run("up", "-d", "--no-deps", "ray-head")
-    ready = wait_until(lambda: head_ready(stack, stack.workers), 300, every_s=3)
+    ready = wait_until(lambda: head_ready(stack, workers), 300, every_s=3)
     logs = stack.run("logs", "--tail", "80", "ray-head", check=False).stdout
     assert ready is not None, f"the recreated head did not settle: {stack.run('ps').stdout}{logs}"
 
@@ -91,6 +92,8 @@ def recreate_head(stack: Stack, compose_file: str, **env: str) -> None:
 def cluster_head(stack: Stack, host_addresses: None) -> Iterator[None]:
     """The head with compose.cluster.yaml: cluster ports published on HOST_A."""
     saved = {key: os.environ.get(key) for key in ("COMPOSE_FILE", "RAY_CLUSTER_ADDRESS")}
+    # The stack as configured (earlier modules scale and stop workers), and ready.
+    subprocess.run([str(ROOT / "scripts" / "up.sh")], cwd=ROOT, check=True, timeout=900)
     recreate_head(stack, compose_files("compose.cluster.yaml"), RAY_CLUSTER_ADDRESS=HOST_A)
     yield
     for key, value in saved.items():
