@@ -184,6 +184,15 @@ class Stack:
         return [n for n in nodes if n["state"] == "ALIVE"]
 
 
+def running(stack: Stack, name: str) -> dict[str, str]:
+    """Replica id -> node id of the RUNNING replicas of deployment `name`."""
+    return {
+        r["replica_id"]: r["node_id"]
+        for r in stack.deployments()[name]["replicas"]
+        if r["state"] == "RUNNING"
+    }
+
+
 def host_gateway(stack: Stack) -> str:
     """The address `host.docker.internal` (the `locust` scrape job) has in Prometheus's container:
     the host on Docker's default bridge, reachable from containers and not from the network."""

@@ -33,6 +33,7 @@ from tests.e2e.conftest import (
     locust_failures,
     prometheus_value,
     run_job,
+    running,
     sentiment_load,
     wait_until,
 )
@@ -57,15 +58,6 @@ def deployments(stack: Stack) -> dict:
 
 def app_status(stack: Stack) -> str:
     return stack.serve_status()
-
-
-def running(stack: Stack, name: str) -> dict[str, str]:
-    """Replica id -> node id of the RUNNING replicas of `name`."""
-    return {
-        r["replica_id"]: r["node_id"]
-        for r in deployments(stack)[name]["replicas"]
-        if r["state"] == "RUNNING"
-    }
 
 
 def router_retries(stack: Stack) -> float:

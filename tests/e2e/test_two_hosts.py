@@ -28,6 +28,7 @@ from tests.e2e.conftest import (
     deploy_config,
     env_file,
     prometheus_value,
+    running,
     sentiment_load,
     wait_until,
 )
@@ -157,11 +158,7 @@ def remote(stack: Stack, cluster_head: None) -> Iterator[Remote]:
 
 
 def replicas_on(stack: Stack, name: str, node_id: str) -> list[str]:
-    return [
-        r["replica_id"]
-        for r in stack.deployments()[name]["replicas"]
-        if r["state"] == "RUNNING" and r["node_id"] == node_id
-    ]
+    return [replica for replica, node in running(stack, name).items() if node == node_id]
 
 
 @pytest.fixture(scope="module")
@@ -178,8 +175,7 @@ def spread(
     deploy_config(stack, config, tmp / "spread.yaml")
 
     def placed() -> bool:
-        here = {r["node_id"] for r in stack.deployments()["sentiment"]["replicas"]
-                if r["state"] == "RUNNING"}  # fmt: skip
+        here = set(running(stack, "sentiment").values())
         return remote.node_id in here and len(here) >= 2
 
     try:
