@@ -209,7 +209,7 @@ def metrics_ports(src: Sources, node_type: str) -> list[Doc]:
 
 
 def model_dir(src: Sources) -> str:
-    return src.serve_config["applications"][0]["args"]["model_dir"]
+    return src.serve_config["applications"][0]["args"]["api"]["model_dir"]
 
 
 # KubeRay's own probes run `wget`, which the image (python:3.11-slim) lacks: the same checks, in

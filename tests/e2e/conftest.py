@@ -112,10 +112,28 @@ class Stack:
             for name, deployment in app["deployments"].items()
         }
 
+    def code_uri(self) -> str:
+        """The package of serve/ the deployer shipped (every application's py_modules)."""
+        for app in self.serve_apps().values():
+            modules = (
+                (app.get("deployed_app_config") or {}).get("runtime_env", {}).get("py_modules")
+            )
+            if modules:
+                return modules[0]
+        raise AssertionError("no application runs the deployer's code package")
+
     def serve_deploy(self, config: Path) -> None:
-        """`serve deploy` from this machine, as an operator would, with the stack's token."""
+        """`serve deploy` from this machine, as an operator would, with the stack's token; the
+        applications get the code package the deployer shipped (`scripts/deploy.py --render`
+        prints a config with it), since the nodes' image holds no application code."""
+        raw = yaml.safe_load(config.read_text())
+        uri = self.code_uri()
+        for app in raw["applications"]:
+            app["runtime_env"] = {**(app.get("runtime_env") or {}), "py_modules": [uri]}
+        rendered = config.with_name(f"{config.stem}.deployed.yaml")
+        rendered.write_text(yaml.safe_dump(raw, sort_keys=False))
         subprocess.run(
-            [str(Path(sys.executable).parent / "serve"), "deploy", str(config),
+            [str(Path(sys.executable).parent / "serve"), "deploy", str(rendered),
              "--address", self.dashboard],
             check=True,
             env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token},
@@ -426,7 +444,7 @@ def stack(pytestconfig: pytest.Config) -> Iterator[Stack]:
         os.environ["PROMETHEUS_CONFIG_DIR"] = str(fast_alert_rules())
         # docker-compose 1.29 ignores `pull_policy: build` when the image exists, so the image
         # is brought up to date first; Compose v2 does this within `up`.
-        subprocess.run([*compose, "build", "models"], cwd=ROOT, check=True)
+        subprocess.run([*compose, "build", "models", "ray-head"], cwd=ROOT, check=True)
         print("[e2e] plain `docker compose up -d`, no secrets in .env", flush=True)
         plain = subprocess.run([*compose, "up", "-d"], cwd=ROOT)
         up = (
