@@ -49,11 +49,15 @@ from serve.rollout import (  # noqa: E402
     next_share,
     queries,
     render,
+    rollout_phases,
     router_app,
     router_state,
 )
 
 EXIT_ROLLED_BACK = 3
+# Polls (--reconcile-s apart) that must find Serve without any application before the deployer
+# counts its state as lost and deploys again.
+LOST_POLLS = 3
 # The application code the deployer ships (the nodes' image has none); the config is not code,
 # so a config edit leaves the package, and the applications it does not touch, unchanged.
 CODE_DIR = ROOT / "serve"
@@ -197,12 +201,40 @@ class Deployer:
     def desired(self) -> dict[str, Any]:
         return render(self.config, self.state, self.canary_apps, self.code_uri)
 
+    def phases(self, desired: dict[str, Any]) -> list[dict[str, Any]]:
+        """The configs that take the cluster to `desired` keeping every model a ready replica
+        (serve/rollout.py)."""
+        try:
+            apps = self.serve.apps()
+            nodes = self.serve.get("/api/v0/nodes?limit=1000")["data"]["result"]["result"]
+        except (urllib.error.URLError, OSError, ValueError, KeyError):
+            return [desired]
+        running = {
+            name: sum(
+                r.get("state") == "RUNNING"
+                for d in app.get("deployments", {}).values()
+                for r in d.get("replicas", [])
+            )
+            for name, app in apps.items()
+        }
+        deployed = {name: app.get("deployed_app_config") or {} for name, app in apps.items()}
+        cpus = sum(
+            n.get("resources_total", {}).get("CPU", 0) for n in nodes if n.get("state") == "ALIVE"
+        )
+        return rollout_phases(desired, deployed, running, cpus)
+
     def apply(self, reason: str, timeout_s: float) -> bool:
         """Deploy the desired config and follow it until every application runs it."""
         if not self.code_uri or reason.startswith("redeploy"):
             self.code_uri = self.serve.ship_code()
             log(f"application code: {CODE_DIR} shipped as {self.code_uri}")
         desired = self.desired()
+        *rollouts, desired = self.phases(desired)
+        for i, phase in enumerate(rollouts, 1):
+            log(f"applying the Serve config ({reason}): rollout {i}/{len(rollouts)}, replicas held")
+            self.serve.deploy(phase)
+            if not self.follow(phase, timeout_s):
+                return False
         log(f"applying the Serve config ({reason})")
         self.serve.deploy(desired)
         self.metrics.deploys.labels(reason).inc()
@@ -389,19 +421,26 @@ class Deployer:
 
     # -- keeping Serve deployed -------------------------------------------------------------
     def watch(self) -> None:
-        """Deploy again whenever Serve has no application at all: its state in the GCS was lost
-        (Redis wiped, a head started without its Redis). Anything else, including a config an
-        operator applied with `serve deploy`, is left as it is."""
+        """Deploy again whenever Serve has had no application at all for `LOST_POLLS` polls in a
+        row: its state in the GCS was lost (Redis wiped, a head started without its Redis). A
+        restarted head's controller recovers its applications from the GCS within a poll or two,
+        so a brief empty answer is not a loss. Anything else, including a config an operator
+        applied with `serve deploy`, is left as it is. The rollout state this process holds
+        (a promoted canary) goes out again with the config."""
+        empty = 0
         while True:
             time.sleep(self.args.reconcile_s)
             try:
                 apps = self.serve.apps()
             except (urllib.error.URLError, OSError, ValueError):
                 continue  # the head is restarting
-            if apps:
+            empty = 0 if apps else empty + 1
+            if empty < LOST_POLLS:
                 continue
-            log("Serve has no application: its state was lost (GCS/Redis); deploying again")
-            self.state, self.canary_apps = RouterUserConfig(), set()
+            empty = 0
+            log("Serve has had no application: its state was lost (GCS/Redis); deploying again")
+            self.canary_apps = set()
+            self.state = self.state.model_copy(update={"canaries": {}})
             if self.apply("redeploy after Serve lost its state", self.args.timeout_s):
                 self.run_canaries()
 
@@ -415,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout-s", type=float, default=float(os.environ.get("DEPLOY_TIMEOUT_S", "900"))
     )
     parser.add_argument("--watch", action="store_true", help="keep Serve deployed (compose)")
-    parser.add_argument("--reconcile-s", type=float, default=10.0)
+    parser.add_argument("--reconcile-s", type=float, default=5.0)
     parser.add_argument("--ready-file", help="written once every application RUNNING")
     parser.add_argument("--metrics-port", type=int, default=0, help="0: no metrics endpoint")
     parser.add_argument("--metrics-host", default="0.0.0.0")  # nosec B104

@@ -64,14 +64,28 @@ def check_config(raw: dict[str, Any]) -> ServeDeploySchema:
     names = {app.name for app in schema.applications}
     for where, args, app in routers:
         problems.extend(_check_router(where, app, args, models, names, proxy_timeout))
+    routed = {args.model_app(name) for _, args, _ in routers for name in args.models}
+    routed |= {canary_app(name) for name in routed}  # as the deployer renders a canary
+    for name, (where, _) in models.items():
+        if name not in routed:
+            problems.append(
+                f"{where}.name: no Router lists the model application {name!r}; add its model "
+                "to the Router's args.models"
+            )
     if problems:
         raise ConfigError("\n".join(problems))
     return schema
 
 
-def _graceful_s(deployment: Any) -> float | None:
+SERVE_GRACEFUL_SHUTDOWN_S = 20.0  # Serve's default graceful_shutdown_timeout_s
+
+
+def _graceful_s(deployment: Any) -> tuple[float, str]:
+    """The deployment's graceful shutdown timeout, and how to name it in a message."""
     value = getattr(deployment, "graceful_shutdown_timeout_s", None)
-    return value if isinstance(value, int | float) else None
+    if isinstance(value, int | float):
+        return float(value), f"{value:g}s"
+    return SERVE_GRACEFUL_SHUTDOWN_S, f"unset (Serve's default {SERVE_GRACEFUL_SHUTDOWN_S:g}s)"
 
 
 def _check_model_app(where: str, app: Any, args: ModelAppArgs, proxy_timeout: Any) -> list[str]:
@@ -88,12 +102,11 @@ def _check_model_app(where: str, app: Any, args: ModelAppArgs, proxy_timeout: An
         if deployment.name != args.model:
             problems.append(f"{d_where}.name: the application serves {args.model!r}")
             continue
-        graceful = _graceful_s(deployment)
-        if graceful is None or graceful < timeout:
+        graceful, named = _graceful_s(deployment)
+        if graceful < timeout:
             problems.append(
-                f"{d_where}.graceful_shutdown_timeout_s: {graceful or 'Serve default 20'}s is "
-                f"below the model's timeout ({timeout}s); a replica stopped in a rollout would "
-                "drop the requests it holds"
+                f"{d_where}.graceful_shutdown_timeout_s: {named} is below the model's timeout "
+                f"({timeout:g}s); a replica stopped in a rollout would drop the requests it holds"
             )
         try:
             settings = ModelUserConfig.model_validate(deployment.user_config or {})
@@ -139,13 +152,12 @@ def _check_router(
             f"http_options.request_timeout_s ({proxy_timeout}s)"
         )
     for deployment in app.deployments:
-        graceful = _graceful_s(deployment)
-        if graceful is None or graceful < args.request_timeout_s:
+        graceful, named = _graceful_s(deployment)
+        if graceful < args.request_timeout_s:
             problems.append(
-                f"{where}.deployments[{deployment.name}].graceful_shutdown_timeout_s: "
-                f"{graceful or 'Serve default 20'}s is below args.request_timeout_s "
-                f"({args.request_timeout_s}s); a Router stopped in a rollout would drop the "
-                "requests it holds"
+                f"{where}.deployments[{deployment.name}].graceful_shutdown_timeout_s: {named} is "
+                f"below args.request_timeout_s ({args.request_timeout_s:g}s); a Router stopped in "
+                "a rollout would drop the requests it holds"
             )
     for name in args.models:
         app_name = args.model_app(name)

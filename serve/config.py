@@ -163,8 +163,8 @@ class ModelSpec(Strict):
         weights, and no canary of its own."""
         assert self.canary is not None
         update: dict[str, Any] = {"version": self.canary.version, "canary": None}
-        if self.canary.source is not None:
-            update["source"] = self.canary.source
+        if self.canary.source is not None:  # new weights: the stable revision is not theirs
+            update["source"], update["revision"] = self.canary.source, None
         if self.canary.revision is not None:
             update["revision"] = self.canary.revision
         return self.model_copy(update=update)

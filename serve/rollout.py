@@ -109,6 +109,102 @@ def render(
     return out
 
 
+# What restarts a replica when it changes (Ray: the code version, or actor options); anything
+# else (user_config, autoscaling, max_ongoing_requests, ...) is applied to live replicas.
+RESTART_APP_FIELDS = ("import_path", "runtime_env", "args")
+RESTART_DEPLOYMENT_FIELDS = (
+    "ray_actor_options",
+    "placement_group_bundles",
+    "placement_group_strategy",
+    "max_replicas_per_node",
+)
+
+
+def restarts(deployed: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
+    """Whether deploying `desired` over the application config `deployed` replaces replicas."""
+    if not deployed:
+        return False  # a new application: nothing runs to be kept ready
+    if any(deployed.get(f) != desired.get(f) for f in RESTART_APP_FIELDS):
+        return True
+    before = {d["name"]: d for d in deployed.get("deployments", [])}
+    return any(
+        before.get(d["name"], {}).get(f) != d.get(f)
+        for d in desired.get("deployments", [])
+        for f in RESTART_DEPLOYMENT_FIELDS
+    )
+
+
+def cpus_per_replica(app: dict[str, Any]) -> float:
+    options = (app.get("deployments") or [{}])[0].get("ray_actor_options") or {}
+    return float(options.get("num_cpus", 1))
+
+
+def pin(app: dict[str, Any], count: int, surge: bool) -> dict[str, Any]:
+    """`app` held at `count` replicas (autoscaling min = max = initial), rolling with a surge or
+    one replica at a time."""
+    out = copy.deepcopy(app)
+    for deployment in out.get("deployments", []):
+        if isinstance(deployment.get("autoscaling_config"), dict):
+            deployment["autoscaling_config"] = {
+                **deployment["autoscaling_config"],
+                "min_replicas": count,
+                "max_replicas": count,
+                "initial_replicas": count,
+            }
+        elif "num_replicas" in deployment:
+            deployment["num_replicas"] = count
+        if not surge:
+            deployment["max_surge_percent"] = 0
+    return out
+
+
+def rollout_phases(
+    desired: dict[str, Any],
+    deployed: dict[str, dict[str, Any]],
+    running: dict[str, int],
+    total_cpus: float,
+) -> list[dict[str, Any]]:
+    """The configs that take the cluster to `desired` keeping every model a ready replica: one
+    phase per model application whose replicas `desired` replaces, in turn, every model held at
+    the replicas it runs; then `desired` itself (which restores autoscaling: no restart).
+
+    Why: a surge waits for spare capacity, which an autoscaled model on a full cluster never
+    gets (measured: 8 Locust users, sentiment asked for 5 replicas, 2 fit, the rollout never
+    moved); Serve's rolling update counts replicas that wait for a node as running, and stopped
+    both running ones (measured: 0 RUNNING for 5 s). Held, nothing waits for a node: a model
+    with two or more replicas rolls one at a time while the others serve; a model with one
+    surges, and the model with the most replicas gives up one for the time when the cluster
+    has no room for the surge replica."""
+    models = {app["name"]: app for app in model_apps(desired)}
+    counts = {name: running.get(name, 0) for name in models}
+    changing = [
+        name for name in models if counts[name] >= 1 and restarts(deployed.get(name), models[name])
+    ]
+    phases = []
+    for i, name in enumerate(changing):
+        held = dict(counts)
+        surge = held[name] == 1
+        if surge:
+            used = sum(held[n] * cpus_per_replica(models[n]) for n in models)
+            while used + cpus_per_replica(models[name]) > total_cpus:
+                largest = max(held, key=lambda n: held[n])
+                if held[largest] < 2:
+                    break  # no room to make: the surge waits for a node, as Serve's would
+                held[largest] -= 1
+                used -= cpus_per_replica(models[largest])
+        phase = copy.deepcopy(desired)
+        apps = []
+        for app in phase["applications"]:
+            if app["name"] in models and held[app["name"]] >= 1:
+                pending = app["name"] in changing[i + 1 :]
+                base = deployed[app["name"]] if pending else app
+                app = pin(base, held[app["name"]], surge and app["name"] == name)
+            apps.append(app)
+        phase["applications"] = apps
+        phases.append(phase)
+    return [*phases, desired]
+
+
 def promoted_spec(canary: Canary) -> dict[str, Any]:
     """The stable application's spec once the canary is promoted: the canary's version and
     weights, everything else as before."""

@@ -38,10 +38,12 @@ from tests.e2e.conftest import (
 pytestmark = pytest.mark.e2e
 
 NODES = ("ray-head", "ray-worker")
-# Locust users: few enough that sentiment keeps one replica, so a surge replica (and a canary)
-# has the default cluster's one spare CPU. On a full cluster a surge rollout waits for capacity
-# (measured: with 8 users sentiment asked for 5 replicas, 2 ran, and the rollout never moved).
-USERS = 2
+# Locust users for config and code changes: enough that sentiment asks for more replicas than
+# the default cluster places, the case where a surge rollout alone never moves (serve/rollout.py).
+FULL_CLUSTER_USERS = 8
+# For canaries: few enough that sentiment keeps one replica and the canary's replica has the
+# default cluster's spare CPU (a canary needs room for its replicas).
+CANARY_USERS = 2
 # A canary's interval here (the shipped default is 60 s).
 INTERVAL_S = 15
 # Serve applies the config again by itself within this after Redis lost its data.
@@ -110,7 +112,7 @@ def test_config_change_restarts_only_that_model(stack: Stack, tmp_path: Path) ->
 
     with (
         edited(SERVE_CONFIG, change),
-        sentiment_load(stack, tmp_path / "config", USERS) as load,
+        sentiment_load(stack, tmp_path / "config", FULL_CLUSTER_USERS) as load,
         MinRunning(stack, "sentiment") as sentiment,
     ):
         seconds = up(stack)
@@ -131,26 +133,6 @@ def test_config_change_restarts_only_that_model(stack: Stack, tmp_path: Path) ->
         m["name"]: m for m in requests.get(f"{stack.api}/models", timeout=30).json()["models"]
     }
     assert models["embedding"]["batching"]["max_batch_size"] == 8  # live, same replicas
-
-
-def test_code_change_rolls_replicas_not_nodes(stack: Stack, tmp_path: Path) -> None:
-    """An edit under serve/ reaches the cluster as a new code package through scripts/up.sh:
-    every application rolls, no node container is recreated, no request fails."""
-    nodes, uri, before = node_containers(stack), stack.code_uri(), replica_ids(stack)
-    with (
-        edited(ROOT / "serve" / "errors.py", lambda t: t + "\n# A code change.\n"),
-        sentiment_load(stack, tmp_path / "code", USERS) as load,
-    ):
-        seconds = up(stack)
-        time.sleep(5)
-    requests_, failures, rows = load.totals()
-    print(f"\n[changes] code edit: {requests_} requests, {failures} failed, up.sh {seconds:.0f} s")
-    assert requests_ > 0 and failures == 0, rows
-    assert node_containers(stack) == nodes
-    assert stack.code_uri() != uri
-    after = replica_ids(stack)
-    assert not after["sentiment"] & before["sentiment"]
-    up(stack)  # the edit is undone: the original code goes back out
 
 
 def canary_config(tmp: Path, version: str, stable: dict | None = None, **canary) -> Path:
@@ -216,7 +198,7 @@ def test_good_canary_is_promoted(stack: Stack, tmp_path: Path) -> None:
     prepare_models(stack, config)
     log = tmp_path / "deploy.log"
     with (
-        sentiment_load(stack, tmp_path / "good", USERS) as load,
+        sentiment_load(stack, tmp_path / "good", CANARY_USERS) as load,
         deployer(stack, config, log) as proc,
     ):
         assert wait_until(lambda: proc.poll() is not None, 600, every_s=3) is not None
@@ -248,7 +230,7 @@ def test_bad_canary_is_rolled_back(stack: Stack, tmp_path: Path) -> None:
     load_started = time.monotonic()
     with (
         FiringAlerts(stack) as alerts,
-        sentiment_load(stack, tmp_path / "bad", USERS) as load,
+        sentiment_load(stack, tmp_path / "bad", CANARY_USERS) as load,
         deployer(stack, config, log) as proc,
     ):
         assert wait_until(lambda: "at 50 %" in log.read_text(), 300, every_s=2) is not None
@@ -291,7 +273,7 @@ def test_broken_canary_is_rolled_back_without_failures(stack: Stack, tmp_path: P
     )  # fmt: skip
     log = tmp_path / "deploy.log"
     with (
-        sentiment_load(stack, tmp_path / "broken", USERS) as load,
+        sentiment_load(stack, tmp_path / "broken", CANARY_USERS) as load,
         deployer(stack, config, log) as proc,
     ):
         assert wait_until(lambda: proc.poll() is not None, 400, every_s=3) is not None
@@ -301,6 +283,29 @@ def test_broken_canary_is_rolled_back_without_failures(stack: Stack, tmp_path: P
     assert re.search(r"ROLLBACK: its application is not RUNNING", log.read_text())
     assert requests_ > 0 and failures == 0, rows
     assert "sentiment-canary" not in stack.serve_apps()
+
+
+def test_code_change_rolls_replicas_not_nodes(stack: Stack, tmp_path: Path) -> None:
+    """An edit under serve/ reaches the cluster as a new code package through scripts/up.sh:
+    every application rolls, no node container is recreated, no request fails. Runs after the
+    canaries (their deployer ships the checkout's code, which would roll everything back)."""
+    nodes, uri, before = node_containers(stack), stack.code_uri(), replica_ids(stack)
+    with (
+        edited(ROOT / "serve" / "errors.py", lambda t: t + "\n# A code change.\n"),
+        sentiment_load(stack, tmp_path / "code", FULL_CLUSTER_USERS) as load,
+    ):
+        seconds = up(stack)
+        time.sleep(5)
+    requests_, failures, rows = load.totals()
+    print(f"\n[changes] code edit: {requests_} requests, {failures} failed, up.sh {seconds:.0f} s")
+    assert requests_ > 0 and failures == 0, rows
+    assert node_containers(stack) == nodes
+    assert stack.code_uri() != uri
+    after = replica_ids(stack)
+    for name, ids in after.items():
+        assert not ids & before[name], f"{name} kept replicas of the old code: {ids}"
+    # The cluster keeps the edited code (a comment) for the tests that follow: putting the
+    # original back out would roll every application again, minutes of CI for nothing new.
 
 
 def stack_config(stack: Stack) -> list[dict]:
