@@ -234,6 +234,8 @@ class Deployer:
             log(f"applying the Serve config ({reason}): rollout {i}/{len(rollouts)}, replicas held")
             self.serve.deploy(phase)
             if not self.follow(phase, timeout_s):
+                log("the rollout did not finish; applying the file as written (autoscaling back)")
+                self.serve.deploy(desired)
                 return False
         log(f"applying the Serve config ({reason})")
         self.serve.deploy(desired)

@@ -153,8 +153,7 @@ def pin(app: dict[str, Any], count: int, surge: bool) -> dict[str, Any]:
             }
         elif "num_replicas" in deployment:
             deployment["num_replicas"] = count
-        if not surge:
-            deployment["max_surge_percent"] = 0
+        deployment["max_surge_percent"] = 100 if surge else 0
     return out
 
 

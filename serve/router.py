@@ -203,6 +203,7 @@ class Router:
                 handle, version = self.models[model], None  # a retry goes to the stable version
             except (DeploymentUnavailableError, RequestCancelledError) as exc:
                 if version is not None:  # the canary's application went away: stable serves
+                    logger.warning("Canary of %r unavailable (%r): stable serves", model, exc)
                     handle, version = self.models[model], None
                     continue
                 raise ApiError(

@@ -332,5 +332,7 @@ def test_serve_redeployed_after_redis_loss(stack: Stack) -> None:
 
     took = wait_until(serving, 600, every_s=2)
     print(f"\n[changes] Redis loss: serving again {took} s after the head restarted")
+    if took is None:  # leave a serving stack to the modules that follow
+        up(stack)
     assert took is not None and took <= REDIS_LOSS_LIMIT_S, took
-    assert time.monotonic() - started >= (took or 0)
+    assert time.monotonic() - started >= took
