@@ -314,7 +314,8 @@ class Deployer:
         self.state = self.state.model_copy(update={"rollouts": records})
 
     def figures(self, canary: Canary, window_s: float) -> Figures:
-        assert self.prometheus is not None
+        if self.prometheus is None:
+            raise ValueError("no --prometheus to judge a canary by")
         values = {
             key: self.prometheus.value(expr) for key, expr in queries(canary, window_s).items()
         }
@@ -443,8 +444,11 @@ class Deployer:
             log("Serve has had no application: its state was lost (GCS/Redis); deploying again")
             self.canary_apps = set()
             self.state = self.state.model_copy(update={"canaries": {}})
-            if self.apply("redeploy after Serve lost its state", self.args.timeout_s):
-                self.run_canaries()
+            try:
+                if self.apply("redeploy after Serve lost its state", self.args.timeout_s):
+                    self.run_canaries()
+            except (urllib.error.URLError, OSError, ValueError, RuntimeError) as exc:
+                log(f"redeploy failed ({exc}); trying again at the next poll")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -459,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reconcile-s", type=float, default=5.0)
     parser.add_argument("--ready-file", help="written once every application RUNNING")
     parser.add_argument("--metrics-port", type=int, default=0, help="0: no metrics endpoint")
-    parser.add_argument("--metrics-host", default="0.0.0.0")  # nosec B104
+    parser.add_argument("--metrics-host", default="0.0.0.0", help="inside its container")  # nosec B104
     parser.add_argument(
         "--render",
         action="store_true",

@@ -161,7 +161,8 @@ class ModelSpec(Strict):
     def as_canary(self) -> ModelSpec:
         """The spec the canary's application serves: this one with the canary's version and
         weights, and no canary of its own."""
-        assert self.canary is not None
+        if self.canary is None:
+            raise ValueError("the spec declares no canary")
         update: dict[str, Any] = {"version": self.canary.version, "canary": None}
         if self.canary.source is not None:  # new weights: the stable revision is not theirs
             update["source"], update["revision"] = self.canary.source, None
