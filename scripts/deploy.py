@@ -46,6 +46,7 @@ from serve.rollout import (  # noqa: E402
     Figures,
     canaries,
     judge,
+    model_apps,
     next_share,
     queries,
     render,
@@ -153,6 +154,14 @@ class Metrics:
         if port:
             start_http_server(port, addr=host)
 
+    def idle(self, models: list[str]) -> None:
+        """Every model's series at 0 (`version` empty: no canary), so the rollout row of the
+        Serving dashboard shows each model, and a first decision has a 0 to rise from."""
+        for model in models:
+            self.share.labels(model, "").set(0)
+            for decision in ("start", "rollback"):
+                self.decisions.labels(model, "", decision)
+
     def started(self, canary: Canary) -> None:
         for decision in ("start", "hold", "step", "promote", "rollback"):
             self.decisions.labels(canary.model, canary.spec.version, decision)  # series at 0
@@ -196,6 +205,7 @@ class Deployer:
         self.state = RouterUserConfig()
         self.canary_apps: set[str] = set()  # models whose canary application is deployed
         self.code_uri = ""
+        self.metrics.idle([a["args"]["model"] for a in model_apps(config)])
 
     # -- applying a config ----------------------------------------------------------------
     def desired(self) -> dict[str, Any]:
