@@ -269,15 +269,22 @@ class Deployer:
                 time.sleep(3)
                 continue
             current = {n: runs_config(apps[n], cfg) for n, cfg in expected.items() if n in apps}
-            summary = summarize(apps) + "".join(
-                f"; {name}: previous config still deployed"
-                for name, ok in current.items()
-                if not ok
+            # Serve deletes the applications a config no longer lists (a canary's) in the
+            # background: the config is applied once they are gone too.
+            leaving = sorted(set(apps) - set(expected))
+            summary = (
+                summarize(apps)
+                + "".join(
+                    f"; {name}: previous config still deployed"
+                    for name, ok in current.items()
+                    if not ok
+                )
+                + "".join(f"; {name}: being deleted" for name in leaving)
             )
             if summary != last:
                 log(summary)
                 last = summary
-            if len(current) == len(expected) and all(current.values()):
+            if len(current) == len(expected) and all(current.values()) and not leaving:
                 if all(apps[name].get("status") == "RUNNING" for name in expected):
                     log("all applications RUNNING with this config")
                     return True
@@ -337,6 +344,7 @@ class Deployer:
         self.metrics.decide(canary, "rollback")
         self.set_share(canary, 0.0)  # no new request goes to the canary
         self.apply(f"canary {canary.model} {canary.spec.version} share 0", 120)
+        log(f"canary {canary.model} {canary.spec.version}: share 0 %: stable answers everything")
         self.set_share(canary, None)
         self.canary_apps.discard(canary.model)
         self.finish(canary, "rolled_back")

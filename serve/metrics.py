@@ -99,14 +99,22 @@ class ApiResponses:
         for model in {m for models in routes.values() for m in models}:
             self._start_at_zero(model, version)
 
-    def _start_at_zero(self, model: str, version: str) -> None:
+    def expect(self, model: str, version: str) -> None:
+        """A version about to get traffic (a canary): its answers' series start at 0 too, so
+        the controller's first increase() over them already counts its first answers."""
+        if (model, version) not in self.seen:
+            self._start_at_zero(model, version, ("200", *SERVER_ERRORS))
+
+    def _start_at_zero(
+        self, model: str, version: str, codes: tuple[str, ...] = SERVER_ERRORS
+    ) -> None:
         """Each model's (and version's) server-error series start at 0: a counter first seen
         at N (the first burst of 503s) has no increase for rate() to see. Ray's public inc()
         refuses 0."""
         self.seen.add((model, version))
         for route, models in self.routes.items():
             if model in models:
-                for code in SERVER_ERRORS:
+                for code in codes:
                     tags = {"model": model, "version": version, "route": route, "code": code}
                     self.counter._record(0.0, tags=tags)
 

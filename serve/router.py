@@ -88,7 +88,8 @@ class Router:
         """Apply the canaries' shares (`RouterUserConfig`) without a restart."""
         config = RouterUserConfig.model_validate(user_config or {})
         self.canaries = {m: c for m, c in config.canaries.items() if m in self.models}
-        for model in self.canaries:
+        for model, canary in self.canaries.items():
+            api.state.responses.expect(model, canary.version)
             if model not in self.canary_handles:
                 self.canary_handles[model] = serve.get_deployment_handle(
                     model, app_name=canary_app(self.args.model_app(model)), _check_exists=False

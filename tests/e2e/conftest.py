@@ -144,14 +144,15 @@ class Stack:
     def run(
         self, *args: str, check: bool = True, timeout: float = 600
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*self.compose, *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=timeout,
+        result = subprocess.run(
+            [*self.compose, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
         )
+        if check and result.returncode != 0:  # compose's own words in the failure
+            raise AssertionError(
+                f"{' '.join(result.args)} exited {result.returncode}:\n"
+                f"{(result.stdout + result.stderr)[-3000:]}"
+            )
+        return result
 
     def containers(self, service: str | None = None, exited: bool = False) -> list[str]:
         """Running containers of the project (or of one service); `exited` adds stopped ones."""
@@ -228,28 +229,46 @@ def host_gateway(stack: Stack) -> str:
     )
 
 
-def start_locust(stack: Stack, csv_prefix: Path, *args: str) -> subprocess.Popen:
+class LocustProcess(subprocess.Popen):
+    """A Locust run whose output goes to a file next to its CSV stats, not to a pipe: headless
+    Locust prints its stats table every few seconds, and a pipe nobody reads until the run ends
+    fills up (64 KiB, about two minutes) and blocks Locust mid-run, with its requests in flight
+    left for the balancer to close."""
+
+    output_file: Path
+
+    def finish(self, timeout: float | None = None) -> str:
+        """Wait for the run's end; its output."""
+        self.wait(timeout=timeout)
+        return self.output_file.read_text(errors="replace")
+
+
+def start_locust(stack: Stack, csv_prefix: Path, *args: str) -> LocustProcess:
     """`locust -f loadtest/` headless against the stack's API, writing Locust's CSV stats."""
-    return subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "locust"),
-            "-f",
-            str(ROOT / "loadtest"),
-            "--headless",
-            "--host",
-            stack.api,
-            "--csv",
-            str(csv_prefix),
-            *args,
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        # Locust stops on SIGINT; a shell that started this run in the background (`cmd &`,
-        # nohup, some CI runners) made every child ignore it.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    output_file = Path(f"{csv_prefix}_output.txt")
+    with output_file.open("w") as out:
+        process = LocustProcess(
+            [
+                str(Path(sys.executable).parent / "locust"),
+                "-f",
+                str(ROOT / "loadtest"),
+                "--headless",
+                "--host",
+                stack.api,
+                "--csv",
+                str(csv_prefix),
+                *args,
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            # Locust stops on SIGINT; a shell that started this run in the background (`cmd &`,
+            # nohup, some CI runners) made every child ignore it.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+    process.output_file = output_file
+    return process
 
 
 def wait_until(predicate, timeout_s: float, every_s: float = 1) -> float | None:
@@ -343,16 +362,16 @@ def sentiment_load(stack: Stack, csv_prefix: Path, users: int = 8) -> Iterator[L
         load.output = stop_locust(locust)
 
 
-def stop_locust(locust: subprocess.Popen, timeout_s: float = 60) -> str:
+def stop_locust(locust: LocustProcess, timeout_s: float = 60) -> str:
     """SIGINT (Locust stops its users and writes its stats), then its output. A Locust that has
-    not stopped within `timeout_s` (seen once, while the Router rolled) is killed: its
-    `_stats.csv`, rewritten every second, still holds the totals."""
+    not stopped within `timeout_s` is killed: its `_stats.csv`, rewritten every second, still
+    holds the totals."""
     locust.send_signal(signal.SIGINT)
     try:
-        return locust.communicate(timeout=timeout_s)[0]
+        return locust.finish(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         locust.kill()
-        return locust.communicate(timeout=30)[0] + "\n[e2e] Locust killed: it ignored SIGINT"
+        return locust.finish(timeout=30) + "\n[e2e] Locust killed: it did not stop on SIGINT"
 
 
 class FiringAlerts:

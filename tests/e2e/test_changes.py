@@ -203,7 +203,8 @@ def test_good_canary_is_promoted(stack: Stack, tmp_path: Path) -> None:
     ):
         assert wait_until(lambda: proc.poll() is not None, 600, every_s=3) is not None
         shares = prometheus_value(
-            stack, 'max_over_time(rollout_canary_share_percent{model="sentiment"}[10m])'
+            stack,
+            'max(max_over_time(rollout_canary_share_percent{model="sentiment",version="2"}[10m]))',
         )
     requests_, failures, rows = load.totals()
     print(f"\n[changes] good canary: {requests_} requests, {failures} failed", *timeline(log))
@@ -236,8 +237,10 @@ def test_bad_canary_is_rolled_back(stack: Stack, tmp_path: Path) -> None:
         assert wait_until(lambda: "at 50 %" in log.read_text(), 300, every_s=2) is not None
         injected = time.monotonic()
         run_job(stack, "python inject_fault.py fail_next_batches sentiment-canary 100000", 120)
-        assert wait_until(lambda: proc.poll() is not None, 300, every_s=2) is not None
+        # Rolled back once no request goes to the canary (its application's removal follows).
+        assert wait_until(lambda: "share 0 %" in log.read_text(), 300, every_s=1) is not None
         rolled_back_s = time.monotonic() - injected
+        assert wait_until(lambda: proc.poll() is not None, 300, every_s=2) is not None
         fired = alerts.wait_for("CanaryRolledBack", 60, model="sentiment")
     requests_, failures, rows = load.totals()
     rate = requests_ / (time.monotonic() - load_started)

@@ -53,18 +53,20 @@ class ContainerEvents:
     """Docker's `start` and `die` events of the project's containers while the block runs, in
     order: (time, action, container id, compose service)."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: Stack, log: Path) -> None:
         self.stack = stack
         self.events: list[tuple[float, str, str, str]] = []
         self._proc: subprocess.Popen[str] | None = None
+        self._log = log  # a file, not a pipe read only at the end (a full one blocks the writer)
 
     def __enter__(self) -> ContainerEvents:
-        self._proc = subprocess.Popen(
-            ["docker", "events", "--format", "{{json .}}", "--filter", "type=container",
-             "--filter", "event=start", "--filter", "event=die",
-             "--filter", f"label=com.docker.compose.project={self.stack.project}"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )  # fmt: skip
+        with self._log.open("w") as out:
+            self._proc = subprocess.Popen(
+                ["docker", "events", "--format", "{{json .}}", "--filter", "type=container",
+                 "--filter", "event=start", "--filter", "event=die",
+                 "--filter", f"label=com.docker.compose.project={self.stack.project}"],
+                stdout=out, stderr=subprocess.DEVNULL, text=True,
+            )  # fmt: skip
         time.sleep(1)  # subscribed before anything happens
         return self
 
@@ -72,15 +74,16 @@ class ContainerEvents:
         assert self._proc is not None
         time.sleep(2)  # the last events are out
         self._proc.terminate()
-        out, _ = self._proc.communicate(timeout=30)
-        for line in out.splitlines():
+        self._proc.wait(timeout=30)
+        for line in self._log.read_text().splitlines():
             try:
                 event = json.loads(line)
             except ValueError:
                 continue
             actor = event.get("Actor") or {}
             service = (actor.get("Attributes") or {}).get("com.docker.compose.service", "")
-            container = actor.get("ID") or event.get("id", "")
+            # Short ids, as `docker ps -q` (Stack.containers) gives them.
+            container = (actor.get("ID") or event.get("id", ""))[:12]
             self.events.append((event["timeNano"] / 1e9, event["Action"], container, service))
         self.events.sort()
 
@@ -153,7 +156,7 @@ def test_roll_replaces_every_node_one_at_a_time_under_load(stack: Stack, tmp_pat
     roll: subprocess.CompletedProcess[str] | None = None
     try:
         with (
-            ContainerEvents(stack) as events,
+            ContainerEvents(stack, tmp_path / "events.jsonl") as events,
             AliveWorkers(stack) as alive,
             sentiment_load(stack, tmp_path / "roll") as load,
         ):
