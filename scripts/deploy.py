@@ -385,7 +385,9 @@ class Deployer:
         self.set_share(canary, share.share)
         if not self.apply(f"canary {canary.model} {spec.version} deployed", spec.ready_timeout_s):
             self.rollback(
-                canary, f"its application is not RUNNING within {spec.ready_timeout_s:g} s"
+                canary,
+                "its application is not RUNNING (it failed to deploy, or was not RUNNING "
+                f"within {spec.ready_timeout_s:g} s)",
             )
             return "rolled_back"
         current = share.share or float(spec.steps[0])
