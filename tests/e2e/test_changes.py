@@ -60,7 +60,22 @@ def node_containers(stack: Stack) -> set[str]:
 
 
 def replica_ids(stack: Stack) -> dict[str, set[str]]:
-    return {name: set(running(stack, name)) for name in stack.deployments()}
+    """Each deployment's serving replicas: RUNNING, or UPDATING (the same replica taking a live
+    user_config or autoscaling change)."""
+    return {
+        name: {r["replica_id"] for r in d["replicas"] if r["state"] in ("RUNNING", "UPDATING")}
+        for name, d in stack.deployments().items()
+    }
+
+
+def settled(stack: Stack) -> bool:
+    """Every application RUNNING, every deployment HEALTHY, every replica RUNNING (an earlier
+    module's restore or downscale is over)."""
+    deployments = stack.deployments()
+    return stack.serve_status() == "RUNNING" and all(
+        d["status"] == "HEALTHY" and all(r["state"] == "RUNNING" for r in d["replicas"])
+        for d in deployments.values()
+    )
 
 
 @contextmanager
@@ -109,6 +124,7 @@ def test_config_change_restarts_only_that_model(stack: Stack, tmp_path: Path) ->
     """One model's spec changes (its replicas roll, with surge) and another's user_config (live,
     no restart), applied with scripts/up.sh under load: no request fails, no node is recreated,
     and every other application keeps its replica ids."""
+    assert wait_until(lambda: settled(stack), 180, every_s=2) is not None, stack.deployments()
     nodes, before = node_containers(stack), replica_ids(stack)
 
     def change(text: str) -> str:
