@@ -161,7 +161,9 @@ def test_model_replicas_not_on_head(stack: Stack) -> None:
     head = next(n["node_id"] for n in stack.nodes() if n["is_head_node"])
     models = ("sentiment", "summarization", "embedding")
     # After an earlier module's roll or restore, a model can be listed a while with no replica.
-    wait_until(lambda: all(stack.deployments()[m]["replicas"] for m in models), 120, every_s=2)
+    wait_until(
+        lambda: all(stack.deployments().get(m, {}).get("replicas") for m in models), 120, every_s=2
+    )
     deployments = stack.deployments()
     for name in ("sentiment", "summarization", "embedding"):
         replicas = deployments[name]["replicas"]
