@@ -291,6 +291,10 @@ class Deployer:
                 for name in expected:
                     if apps[name].get("status") == "DEPLOY_FAILED":
                         log(f"application {name!r} failed to deploy: {apps[name].get('message')}")
+                        # Serve's reason (a constructor's traceback, no room) is the deployment's.
+                        for deployment, info in (apps[name].get("deployments") or {}).items():
+                            if info.get("message"):
+                                log(f"  {deployment}: {info['message'][-2000:]}")
                         return False
             time.sleep(2)
         log(f"timed out; last status: {last}")

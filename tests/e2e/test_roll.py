@@ -22,7 +22,9 @@ import requests
 from tests.conftest import ROOT
 from tests.e2e.conftest import Stack, sentiment_load, wait_until
 
-pytestmark = pytest.mark.e2e
+# Last (before `down`): the roll replaces every node, and the next `up.sh` (a build that tags
+# the project's own image again) would replace every node once more.
+pytestmark = [pytest.mark.e2e, pytest.mark.last]
 
 # sentiment_load runs Locust for 600 s; the roll must end within it to have run under load.
 ROLL_LIMIT_S = 580
@@ -224,3 +226,9 @@ def test_roll_replaces_every_node_one_at_a_time_under_load(stack: Stack, tmp_pat
         120,
     )
     assert settled is not None, f"not RUNNING with {workers} workers after the roll: {figures}"
+    # Every model serves from the new nodes, each on its own route too.
+    for model in ("sentiment", "summarization", "embedding"):
+        resp = requests.post(
+            f"{stack.api}/models/{model}/predict", json={"text": "after the roll"}, timeout=120
+        )
+        assert resp.status_code == 200, f"{model} after the roll: {resp.status_code} {resp.text}"

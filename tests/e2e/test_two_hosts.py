@@ -279,7 +279,10 @@ def test_losing_host_b_under_load_loses_no_request(
     Routers resend what its replica held to the replicas on host A; no request fails."""
     before = remote_requests(stack)
     retries = prometheus_value(stack, "sum(ray_router_retries_total)")
-    with sentiment_load(stack, tmp_path / "host-b") as load:
+    # 24 users keep every replica busy, so host B's holds requests the moment it dies (with
+    # the default 8, its replica was now and then between requests, and there was nothing to
+    # resend).
+    with sentiment_load(stack, tmp_path / "host-b", users=24) as load:
         busy = wait_until(lambda: remote_requests(stack) > before, 30)
         assert busy is not None, "host B's replica took no part in the load"
         assert replicas_on(stack, "sentiment", remote.node_id), stack.deployments()["sentiment"]
