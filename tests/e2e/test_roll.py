@@ -5,7 +5,7 @@ balancer, and no request fails.
 The new image is the nodes' own image with one label more (`docker build` of `FROM <tag>` and a
 `LABEL`, tagged with the same tag): a new image id and nothing else, so the test measures the
 roll itself. The script runs with --skip-build, since its build would tag the project's own build
-again. The tag keeps the new image afterwards, so the nodes stay up to date for later modules.
+again. The tag keeps the new image afterwards; the test runs last, before `down`.
 """
 
 from __future__ import annotations
