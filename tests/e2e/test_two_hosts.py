@@ -82,9 +82,7 @@ def recreate_head(stack: Stack, compose_file: str, **env: str) -> None:
     new head takes the cluster over from Redis: GCS fault tolerance)."""
     os.environ["COMPOSE_FILE"] = compose_file
     os.environ.update(env)
-    # Counted from the containers: Ray still counts a just-removed worker's node ALIVE until its
-    # heartbeats time out.
-    workers = len(stack.containers("ray-worker"))
+    workers = sum(not n["is_head_node"] for n in stack.nodes())
     stack.run("up", "-d", "--no-deps", "ray-head")
     ready = wait_until(lambda: head_ready(stack, workers), 300, every_s=3)
     logs = stack.run("logs", "--tail", "80", "ray-head", check=False).stdout
