@@ -46,8 +46,16 @@ HEALTH_PERIOD_S = 2
 # A crashed worker's replicas (model replicas and its Router) run again within this many seconds.
 RESTORE_LIMIT_S = 60
 # A hung sentiment replica is replaced (its successor RUNNING) within this many seconds: the
-# batch must outlive the timeout, then fail 3 health checks, then a new replica loads its model.
-HUNG_REPLACE_LIMIT_S = SENTIMENT_TIMEOUT_S + 3 * HEALTH_PERIOD_S + 45
+# batch must outlive the timeout, then fail 3 health checks; Serve stops an unhealthy replica
+# gracefully, and with one replica per node its successor is placed once it has gone (up to the
+# shipped graceful_shutdown_timeout_s); then the new replica loads its model (45 s).
+SHIPPED_SENTIMENT = deployment_of(yaml.safe_load(SERVE_CONFIG.read_text()), "sentiment")
+HUNG_REPLACE_LIMIT_S = (
+    SENTIMENT_TIMEOUT_S
+    + 3 * HEALTH_PERIOD_S
+    + SHIPPED_SENTIMENT["graceful_shutdown_timeout_s"]
+    + 45
+)
 # After a head crash, Serve's controller is back with the application RUNNING within this.
 HEAD_RECOVERY_LIMIT_S = 90
 
