@@ -1,6 +1,7 @@
 """Put every model of a Serve config into a model directory, so runtime never touches the hub.
 
-For each `args.models.<name>`, `<dest>/<name>/` receives:
+For each model application's `args.spec` (`args.model` names it), `<dest>/<name>/` receives, and
+for its canary (`spec.canary`), `<dest>/<name>@<version>/`:
 - from a hub id: the repo's files at `revision` are listed and an explicit set is downloaded:
   weights in safetensors (`*.safetensors`, plus the shard index), or `pytorch_model*.bin` for
   repos that have no safetensors, and the config/tokenizer files (`*.json`, `*.txt`, `*.model`,
@@ -74,16 +75,22 @@ class Model(NamedTuple):
 
 
 def configured_models(config_path: Path) -> dict[str, Model]:
-    """Every model of every application built by `serve.app:build_app`, by name."""
+    """Every model of every application built by `serve.app:build_model_app`, by the name of
+    its directory: `<name>`, and `<name>@<version>` for its canary (serve/config.py)."""
     config = yaml.safe_load(config_path.read_text())
     models: dict[str, Model] = {}
     for app in config.get("applications", []):
-        if app.get("import_path") != "serve.app:build_app":
+        if app.get("import_path") != "serve.app:build_model_app":
             continue
-        for name, spec in app.get("args", {}).get("models", {}).items():
-            models[name] = Model(
-                spec["source"], spec.get("revision"), spec.get("task"), spec.get("runtime")
+        name, spec = app["args"]["model"], app["args"]["spec"]
+        task, runtime = spec.get("task"), spec.get("runtime")
+        models[name] = Model(spec["source"], spec.get("revision"), task, runtime)
+        if canary := spec.get("canary"):
+            source = canary.get("source", spec["source"])
+            revision = canary.get(
+                "revision", spec.get("revision") if "source" not in canary else None
             )
+            models[f"{name}@{canary['version']}"] = Model(source, revision, task, runtime)
     return models
 
 

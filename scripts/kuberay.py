@@ -209,7 +209,7 @@ def metrics_ports(src: Sources, node_type: str) -> list[Doc]:
 
 
 def model_dir(src: Sources) -> str:
-    return src.serve_config["applications"][0]["args"]["model_dir"]
+    return src.serve_config["applications"][0]["args"]["api"]["model_dir"]
 
 
 # KubeRay's own probes run `wget`, which the image (python:3.11-slim) lacks: the same checks, in
@@ -586,7 +586,9 @@ def stale(files: dict[str, str], out: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    image = load_sources(ROOT).compose["x-ray-node"]["image"]
+    # The application image: KubeRay deploys the Serve config as written, with the code in the
+    # image (compose's nodes run the node image and get the code from the deployer).
+    image = load_sources(ROOT).compose["services"]["models"]["image"]
     parser.add_argument("--image", default=image, help="pushed where the cluster pulls from")
     parser.add_argument("--namespace", default=NAME)
     parser.add_argument("--out", type=Path, default=ROOT / "kuberay")

@@ -112,10 +112,30 @@ class Stack:
             for name, deployment in app["deployments"].items()
         }
 
+    def code_uri(self) -> str:
+        """The package of serve/ the deployer shipped (every application's py_modules)."""
+        for app in self.serve_apps().values():
+            modules = (
+                (app.get("deployed_app_config") or {}).get("runtime_env", {}).get("py_modules")
+            )
+            if modules:
+                return modules[0]
+        raise AssertionError("no application runs the deployer's code package")
+
     def serve_deploy(self, config: Path) -> None:
-        """`serve deploy` from this machine, as an operator would, with the stack's token."""
+        """`serve deploy` from this machine, as an operator would, with the stack's token, of
+        the file as `scripts/deploy.py --render` prints it: with the code package the deployer
+        shipped (the nodes' image holds no application code)."""
+        from serve.config import RouterUserConfig
+        from serve.rollout import render
+
+        raw = render(
+            yaml.safe_load(config.read_text()), RouterUserConfig(), code_uri=self.code_uri()
+        )
+        rendered = config.with_name(f"{config.stem}.deployed.yaml")
+        rendered.write_text(yaml.safe_dump(raw, sort_keys=False))
         subprocess.run(
-            [str(Path(sys.executable).parent / "serve"), "deploy", str(config),
+            [str(Path(sys.executable).parent / "serve"), "deploy", str(rendered),
              "--address", self.dashboard],
             check=True,
             env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token},
@@ -124,14 +144,15 @@ class Stack:
     def run(
         self, *args: str, check: bool = True, timeout: float = 600
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*self.compose, *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=timeout,
+        result = subprocess.run(
+            [*self.compose, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
         )
+        if check and result.returncode != 0:  # compose's own words in the failure
+            raise AssertionError(
+                f"{' '.join(result.args)} exited {result.returncode}:\n"
+                f"{(result.stdout + result.stderr)[-3000:]}"
+            )
+        return result
 
     def containers(self, service: str | None = None, exited: bool = False) -> list[str]:
         """Running containers of the project (or of one service); `exited` adds stopped ones."""
@@ -208,25 +229,46 @@ def host_gateway(stack: Stack) -> str:
     )
 
 
-def start_locust(stack: Stack, csv_prefix: Path, *args: str) -> subprocess.Popen:
+class LocustProcess(subprocess.Popen):
+    """A Locust run whose output goes to a file next to its CSV stats, not to a pipe: headless
+    Locust prints its stats table every few seconds, and a pipe nobody reads until the run ends
+    fills up (64 KiB, about two minutes) and blocks Locust mid-run, with its requests in flight
+    left for the balancer to close."""
+
+    output_file: Path
+
+    def finish(self, timeout: float | None = None) -> str:
+        """Wait for the run's end; its output."""
+        self.wait(timeout=timeout)
+        return self.output_file.read_text(errors="replace")
+
+
+def start_locust(stack: Stack, csv_prefix: Path, *args: str) -> LocustProcess:
     """`locust -f loadtest/` headless against the stack's API, writing Locust's CSV stats."""
-    return subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "locust"),
-            "-f",
-            str(ROOT / "loadtest"),
-            "--headless",
-            "--host",
-            stack.api,
-            "--csv",
-            str(csv_prefix),
-            *args,
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    output_file = Path(f"{csv_prefix}_output.txt")
+    with output_file.open("w") as out:
+        process = LocustProcess(
+            [
+                str(Path(sys.executable).parent / "locust"),
+                "-f",
+                str(ROOT / "loadtest"),
+                "--headless",
+                "--host",
+                stack.api,
+                "--csv",
+                str(csv_prefix),
+                *args,
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            # Locust stops on SIGINT; a shell that started this run in the background (`cmd &`,
+            # nohup, some CI runners) made every child ignore it.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+    process.output_file = output_file
+    return process
 
 
 def wait_until(predicate, timeout_s: float, every_s: float = 1) -> float | None:
@@ -317,8 +359,19 @@ def sentiment_load(stack: Stack, csv_prefix: Path, users: int = 8) -> Iterator[L
         time.sleep(5)  # requests in flight on both replicas
         yield load
     finally:
-        locust.send_signal(signal.SIGINT)  # Locust stops its users and writes its stats
-        load.output, _ = locust.communicate(timeout=120)
+        load.output = stop_locust(locust)
+
+
+def stop_locust(locust: LocustProcess, timeout_s: float = 60) -> str:
+    """SIGINT (Locust stops its users and writes its stats), then its output. A Locust that has
+    not stopped within `timeout_s` is killed: its `_stats.csv`, rewritten every second, still
+    holds the totals."""
+    locust.send_signal(signal.SIGINT)
+    try:
+        return locust.finish(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        locust.kill()
+        return locust.finish(timeout=30) + "\n[e2e] Locust killed: it did not stop on SIGINT"
 
 
 class FiringAlerts:
@@ -420,18 +473,21 @@ def stack(pytestconfig: pytest.Config) -> Iterator[Stack]:
     with capture.global_and_fixture_disabled():
         if "compose.airgap.yaml" in env.get("COMPOSE_FILE", ""):
             print("\n[e2e] air-gapped stack (scripts/airgap-prepare.sh): runs without Grafana")
-        subprocess.run([str(ROOT / "scripts" / "down.sh")], cwd=ROOT, check=True)
+        # E2E_REUSE_STACK=1 (by hand, never in CI): keep a stack a previous run left up.
+        reuse = os.environ.get("E2E_REUSE_STACK") == "1"
+        if not reuse:
+            subprocess.run([str(ROOT / "scripts" / "down.sh")], cwd=ROOT, check=True)
         original_env = strip_secrets_from_env_file()
         # Every compose call of the session (fixtures and tests) mounts the fast-alert copy.
         os.environ["PROMETHEUS_CONFIG_DIR"] = str(fast_alert_rules())
         # docker-compose 1.29 ignores `pull_policy: build` when the image exists, so the image
         # is brought up to date first; Compose v2 does this within `up`.
-        subprocess.run([*compose, "build", "models"], cwd=ROOT, check=True)
+        subprocess.run([*compose, "build", "models", "ray-head"], cwd=ROOT, check=True)
         print("[e2e] plain `docker compose up -d`, no secrets in .env", flush=True)
-        plain = subprocess.run([*compose, "up", "-d"], cwd=ROOT)
+        plain = subprocess.run([*compose, "up", "-d"], cwd=ROOT) if not reuse else None
         up = (
             subprocess.run([str(ROOT / "scripts" / "up.sh")], cwd=ROOT)
-            if not plain.returncode
+            if plain is None or not plain.returncode
             else plain
         )
     if up.returncode != 0:

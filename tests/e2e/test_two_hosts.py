@@ -82,7 +82,9 @@ def recreate_head(stack: Stack, compose_file: str, **env: str) -> None:
     new head takes the cluster over from Redis: GCS fault tolerance)."""
     os.environ["COMPOSE_FILE"] = compose_file
     os.environ.update(env)
-    workers = sum(not n["is_head_node"] for n in stack.nodes())
+    # Counted from the containers: Ray still counts a just-removed worker's node ALIVE until its
+    # heartbeats time out.
+    workers = len(stack.containers("ray-worker"))
     stack.run("up", "-d", "--no-deps", "ray-head")
     ready = wait_until(lambda: head_ready(stack, workers), 300, every_s=3)
     logs = stack.run("logs", "--tail", "80", "ray-head", check=False).stdout

@@ -164,7 +164,7 @@ def test_ray_pods_carry_the_compose_env(node_type: str) -> None:
 
 def test_workers_load_the_models_the_compose_step_fetches() -> None:
     spec = groups()["worker"]["template"]["spec"]
-    model_dir = SOURCES.serve_config["applications"][0]["args"]["model_dir"]
+    model_dir = SOURCES.serve_config["applications"][0]["args"]["api"]["model_dir"]
     (init,) = spec["initContainers"]
     assert init["command"] == SOURCES.compose["services"]["models"]["command"]
     assert init["command"][-2:] == ["--dest", model_dir]
