@@ -244,8 +244,14 @@ class Deployer:
             log(f"applying the Serve config ({reason}): rollout {i}/{len(rollouts)}, replicas held")
             self.serve.deploy(phase)
             if not self.follow(phase, timeout_s):
-                log("the rollout did not finish; applying the file as written (autoscaling back)")
-                self.serve.deploy(desired)
+                # Applying the file now would roll every pending model at once, with surge
+                # replicas that a full cluster has no CPU for (measured: the whole cluster
+                # UPDATING, new replicas unscheduled for minutes). Held, every model keeps its
+                # ready replicas; the next deploy finds what is left to roll and resumes.
+                log(
+                    f"rollout {i}/{len(rollouts)} did not finish; left there (every model keeps "
+                    "its ready replicas, autoscaling held): the next deploy resumes it"
+                )
                 return False
         log(f"applying the Serve config ({reason})")
         self.serve.deploy(desired)

@@ -54,8 +54,8 @@ def tiny_models() -> Path:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked `last` (taking the shared stack down) run after every other test of their
-    tier (their directory), in their own order, whatever the order of the modules."""
+    """Tests marked `last` (leaving the shared stack changed or down) run after every other test
+    of their tier (their directory), in their own order, whatever the order of the modules."""
     for item in [item for item in items if item.get_closest_marker("last")]:
         items.remove(item)
         tier = [n for n, other in enumerate(items) if other.path.parent == item.path.parent]

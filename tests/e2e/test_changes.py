@@ -310,10 +310,12 @@ def test_broken_canary_is_rolled_back_without_failures(stack: Stack, tmp_path: P
     assert "sentiment-canary" not in stack.serve_apps()
 
 
+# Last: the cluster keeps the edited code (a comment) afterwards, and putting the original back
+# out rolls every application again. The next up.sh does that (test_roll's, which runs next).
+@pytest.mark.last
 def test_code_change_rolls_replicas_not_nodes(stack: Stack, tmp_path: Path) -> None:
     """An edit under serve/ reaches the cluster as a new code package through scripts/up.sh:
-    every application rolls, no node container is recreated, no request fails. Runs after the
-    canaries (their deployer ships the checkout's code, which would roll everything back)."""
+    every application rolls, no node container is recreated, no request fails."""
     nodes, uri, before = node_containers(stack), stack.code_uri(), replica_ids(stack)
     with (
         edited(ROOT / "serve" / "errors.py", lambda t: t + "\n# A code change.\n"),
@@ -330,8 +332,6 @@ def test_code_change_rolls_replicas_not_nodes(stack: Stack, tmp_path: Path) -> N
     after = replica_ids(stack)
     for name, ids in after.items():
         assert not ids & before[name], f"{name} kept replicas of the old code: {ids}"
-    # The cluster keeps the edited code (a comment) for the tests that follow: putting the
-    # original back out would roll every application again, minutes of CI for nothing new.
 
 
 def stack_config(stack: Stack) -> list[dict]:
