@@ -214,6 +214,15 @@ def running(stack: Stack, name: str) -> dict[str, str]:
     }
 
 
+def replica_ids(stack: Stack) -> dict[str, set[str]]:
+    """Each deployment's serving replicas: RUNNING, or UPDATING (the same replica taking a live
+    user_config or autoscaling change)."""
+    return {
+        name: {r["replica_id"] for r in d["replicas"] if r["state"] in ("RUNNING", "UPDATING")}
+        for name, d in stack.deployments().items()
+    }
+
+
 def host_gateway(stack: Stack) -> str:
     """The address `host.docker.internal` (the `locust` scrape job) has in Prometheus's container:
     the host on Docker's default bridge, reachable from containers and not from the network."""

@@ -29,6 +29,7 @@ from tests.e2e.conftest import (
     Stack,
     host_gateway,
     prometheus_value,
+    replica_ids,
     run_job,
     running,
     sentiment_load,
@@ -57,15 +58,6 @@ CODE_UP_LIMIT_S = 260
 
 def node_containers(stack: Stack) -> set[str]:
     return {c for service in NODES for c in stack.containers(service)}
-
-
-def replica_ids(stack: Stack) -> dict[str, set[str]]:
-    """Each deployment's serving replicas: RUNNING, or UPDATING (the same replica taking a live
-    user_config or autoscaling change)."""
-    return {
-        name: {r["replica_id"] for r in d["replicas"] if r["state"] in ("RUNNING", "UPDATING")}
-        for name, d in stack.deployments().items()
-    }
 
 
 def settled(stack: Stack) -> bool:

@@ -13,7 +13,7 @@ import requests
 import yaml
 
 from tests.conftest import ROOT, SERVE_CONFIG, deployment_of
-from tests.e2e.conftest import Stack, deploy_config, prometheus_value, wait_until
+from tests.e2e.conftest import Stack, deploy_config, prometheus_value, replica_ids, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -199,10 +199,12 @@ def run_up(*args: str, **env: str) -> tuple[subprocess.CompletedProcess[str], fl
 
 
 def test_up_fails_fast_with_the_failing_steps_own_error(stack: Stack) -> None:
-    """When serve-deploy (here: given 1 s to deploy) or the models step (here: given a config
+    """When serve-deploy (here: given no time to deploy) or the models step (here: given a config
     that does not exist) fails, scripts/up.sh ends as soon as that step exits, with its message,
-    not after its own 900 s; the running application is left as it was."""
-    result, elapsed = run_up("--timeout", "900", DEPLOY_TIMEOUT_S="1")
+    not after its own 900 s; the running application is left as it was (the deployer applied
+    the config it runs)."""
+    replicas = replica_ids(stack)
+    result, elapsed = run_up("--timeout", "900", DEPLOY_TIMEOUT_S="0")
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]
     assert "serve-deploy exited with code 1" in output, output[-3000:]
@@ -215,6 +217,8 @@ def test_up_fails_fast_with_the_failing_steps_own_error(stack: Stack) -> None:
     assert "cannot read the Serve config serve/missing.yaml" in output, output[-3000:]
     assert elapsed < 180, f"up.sh took {elapsed:.0f} s to report a failed model fetch"
     assert stack.serve_status() == "RUNNING"
+    for name, ids in replica_ids(stack).items():  # none replaced (autoscaling may drop some)
+        assert ids <= replicas[name], f"{name}: {ids - replicas[name]} started by the failed up.sh"
 
 
 def test_up_waits_for_the_current_config_over_an_older_running_one(
