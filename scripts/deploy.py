@@ -211,11 +211,30 @@ class Deployer:
     def desired(self) -> dict[str, Any]:
         return render(self.config, self.state, self.canary_apps, self.code_uri)
 
-    def phases(self, desired: dict[str, Any]) -> list[dict[str, Any]]:
+    def built_apps(self, timeout_s: float) -> dict[str, dict]:
+        """Serve's applications once none is being built (an earlier deployer's apply still
+        under way), or as they are after `timeout_s`. While Serve builds an application it lists
+        none of its replicas: counted as none, the models would all roll at once."""
+        deadline, last = time.monotonic() + timeout_s, []
+        while True:
+            apps = self.serve.apps()
+            building = sorted(
+                name
+                for name, app in apps.items()
+                if app.get("status") == "DEPLOYING" and not app.get("deployments")
+            )
+            if not building or time.monotonic() >= deadline:
+                return apps
+            if building != last:
+                log(f"waiting for Serve to build {', '.join(building)} (an earlier apply) first")
+                last = building
+            time.sleep(3)
+
+    def phases(self, desired: dict[str, Any], timeout_s: float) -> list[dict[str, Any]]:
         """The configs that take the cluster to `desired` keeping every model a ready replica
         (serve/rollout.py)."""
         try:
-            apps = self.serve.apps()
+            apps = self.built_apps(timeout_s)
             nodes = self.serve.get("/api/v0/nodes?limit=1000")["data"]["result"]["result"]
         except (urllib.error.URLError, OSError, ValueError, KeyError):
             return [desired]
@@ -239,7 +258,7 @@ class Deployer:
             self.code_uri = self.serve.ship_code()
             log(f"application code: {CODE_DIR} shipped as {self.code_uri}")
         desired = self.desired()
-        *rollouts, desired = self.phases(desired)
+        *rollouts, desired = self.phases(desired, timeout_s)
         for i, phase in enumerate(rollouts, 1):
             log(f"applying the Serve config ({reason}): rollout {i}/{len(rollouts)}, replicas held")
             self.serve.deploy(phase)
