@@ -47,19 +47,21 @@ def env_file() -> dict[str, str]:
     return values
 
 
-def strip_secrets_from_env_file() -> str | None:
-    """Leave .env with no secret (only this machine's air-gapped image settings and defaults);
-    return what it held before, to be put back."""
-    path = ROOT / ".env"
-    if not path.exists():
-        return None
-    original = path.read_text()
-    lines = [
-        f"{line.split('=', 1)[0]}=" if line.split("=", 1)[0] in SECRET_KEYS else line
-        for line in path.read_text().splitlines()
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return original
+# The e2e tier's own compose project, published ports and image tags, over .env's (compose and
+# the scripts take the environment first): a stack started by hand under the default project
+# runs on beside the tier, its containers, volumes and images untouched. The secrets are blank,
+# so the stack generates its own as on a new user's first start.
+E2E_ENV = {
+    "COMPOSE_PROJECT_NAME": "ray-serve-cluster-e2e",
+    "API_PORT": "18000",
+    "RAY_DASHBOARD_PORT": "18265",
+    "PROMETHEUS_PORT": "19090",
+    "GRAFANA_PORT": "13000",
+    "LOCUST_PORT": "18089",
+    "RAY_NODE_IMAGE": "ray-serve-cluster-e2e/ray-node:latest",
+    "RAY_IMAGE": "ray-serve-cluster-e2e/ray:latest",
+    **dict.fromkeys(SECRET_KEYS, ""),
+}
 
 
 def compose_command() -> list[str]:
@@ -462,19 +464,67 @@ def fast_alert_rules() -> Path:
     return out
 
 
+@dataclass
+class UserStack:
+    """What runs under the project a user's own `docker compose up` gets, from before the tier:
+    their stack if one is up, else a small one (`prometheus` on the default port, with its
+    volumes) started here and removed after the tier."""
+
+    project: str
+    containers: list[str]
+    volumes: list[str]
+    started_here: bool
+
+    @staticmethod
+    def listed(kind: str, project: str) -> list[str]:
+        label = f"label=com.docker.compose.project={project}"
+        args = ["ps", "-q"] if kind == "container" else ["volume", "ls", "-q"]
+        return subprocess.run(
+            ["docker", *args, "--filter", label], capture_output=True, text=True, check=True
+        ).stdout.split()
+
+
+def user_env() -> dict[str, str]:
+    """The environment without the tier's settings: compose as the user runs it."""
+    return {key: value for key, value in os.environ.items() if key not in E2E_ENV}
+
+
 @pytest.fixture(scope="session")
-def stack(pytestconfig: pytest.Config) -> Iterator[Stack]:
+def user_stack() -> Iterator[UserStack]:
     compose = compose_command()
     if not compose or subprocess.run(["docker", "info"], capture_output=True).returncode:
         pytest.skip("no Docker engine or compose here; .ci/run installs and starts them")
+    # Without COMPOSE_PROJECT_NAME in .env, compose names the project after the directory.
+    project = env_file().get("COMPOSE_PROJECT_NAME") or re.sub(
+        r"[^-_a-z0-9]", "", ROOT.name.lower()
+    )
+    started_here = not UserStack.listed("container", project)
+    if started_here:
+        subprocess.run(
+            [*compose, "up", "-d", "--no-deps", "prometheus"], cwd=ROOT, env=user_env(), check=True
+        )
+    user = UserStack(
+        project,
+        UserStack.listed("container", project),
+        UserStack.listed("volume", project),
+        started_here,
+    )
+    yield user
+    if started_here:
+        subprocess.run([*compose, "down", "--volumes"], cwd=ROOT, env=user_env(), check=True)
+
+
+@pytest.fixture(scope="session")
+def stack(pytestconfig: pytest.Config, user_stack: UserStack) -> Iterator[Stack]:
+    compose = compose_command()
     env = env_file()
+    os.environ.update(E2E_ENV)  # every compose call and script of the session
     stack = Stack(
-        # Without COMPOSE_PROJECT_NAME, compose names the project after the directory.
-        project=env.get("COMPOSE_PROJECT_NAME") or re.sub(r"[^-_a-z0-9]", "", ROOT.name.lower()),
+        project=E2E_ENV["COMPOSE_PROJECT_NAME"],
         compose=compose,
-        api=f"http://127.0.0.1:{env.get('API_PORT', '8000')}",
-        dashboard=f"http://127.0.0.1:{env.get('RAY_DASHBOARD_PORT', '8265')}",
-        prometheus=f"http://127.0.0.1:{env.get('PROMETHEUS_PORT', '9090')}",
+        api=f"http://127.0.0.1:{E2E_ENV['API_PORT']}",
+        dashboard=f"http://127.0.0.1:{E2E_ENV['RAY_DASHBOARD_PORT']}",
+        prometheus=f"http://127.0.0.1:{E2E_ENV['PROMETHEUS_PORT']}",
         workers=int(env.get("RAY_WORKERS", "2")),
     )
     # From nothing: whatever a previous run left behind goes first. Progress is shown live.
@@ -486,13 +536,15 @@ def stack(pytestconfig: pytest.Config) -> Iterator[Stack]:
         reuse = os.environ.get("E2E_REUSE_STACK") == "1"
         if not reuse:
             subprocess.run([str(ROOT / "scripts" / "down.sh")], cwd=ROOT, check=True)
-        original_env = strip_secrets_from_env_file()
         # Every compose call of the session (fixtures and tests) mounts the fast-alert copy.
         os.environ["PROMETHEUS_CONFIG_DIR"] = str(fast_alert_rules())
         # docker-compose 1.29 ignores `pull_policy: build` when the image exists, so the image
         # is brought up to date first; Compose v2 does this within `up`.
         subprocess.run([*compose, "build", "models", "ray-head"], cwd=ROOT, check=True)
-        print("[e2e] plain `docker compose up -d`, no secrets in .env", flush=True)
+        print(
+            f"[e2e] plain `docker compose up -d` as project {stack.project}, no secrets given",
+            flush=True,
+        )
         plain = subprocess.run([*compose, "up", "-d"], cwd=ROOT) if not reuse else None
         up = (
             subprocess.run([str(ROOT / "scripts" / "up.sh")], cwd=ROOT)
@@ -507,5 +559,3 @@ def stack(pytestconfig: pytest.Config) -> Iterator[Stack]:
     yield stack
     if os.environ.get("E2E_KEEP_STACK") != "1":
         subprocess.run([str(ROOT / "scripts" / "down.sh")], cwd=ROOT)
-    if original_env is not None:
-        (ROOT / ".env").write_text(original_env)

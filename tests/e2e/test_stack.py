@@ -13,7 +13,14 @@ import requests
 import yaml
 
 from tests.conftest import ROOT, SERVE_CONFIG, deployment_of
-from tests.e2e.conftest import Stack, deploy_config, prometheus_value, replica_ids, wait_until
+from tests.e2e.conftest import (
+    Stack,
+    UserStack,
+    deploy_config,
+    prometheus_value,
+    replica_ids,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -368,3 +375,14 @@ def test_down_removes_everything(stack: Stack) -> None:
             check=True,
         ).stdout.split()
         assert listed == [], f"{kind}s left behind: {listed}"
+
+
+@pytest.mark.last
+def test_a_stack_started_by_hand_outlives_the_tier(user_stack: UserStack) -> None:
+    """The tier ran under a project, ports and images of its own: what ran under the user's
+    project before it (their stack, or the one the session started there) still runs, with
+    every volume it had."""
+    running_now = UserStack.listed("container", user_stack.project)
+    assert user_stack.containers and set(user_stack.containers) <= set(running_now), running_now
+    volumes_now = UserStack.listed("volume", user_stack.project)
+    assert set(user_stack.volumes) <= set(volumes_now), volumes_now
