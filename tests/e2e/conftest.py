@@ -23,7 +23,7 @@ import requests
 import yaml
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, sigint_default
 
 pytestmark = pytest.mark.e2e
 
@@ -274,9 +274,7 @@ def start_locust(stack: Stack, csv_prefix: Path, *args: str) -> LocustProcess:
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
-            # Locust stops on SIGINT; a shell that started this run in the background (`cmd &`,
-            # nohup, some CI runners) made every child ignore it.
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            preexec_fn=sigint_default,
         )
     process.output_file = output_file
     return process
