@@ -70,6 +70,36 @@ def log(message: str) -> None:
     print(f"[serve-deploy] {message}", file=sys.stderr, flush=True)
 
 
+GRAFANA_PASSWORD = "docker compose exec grafana cat /run/secrets/grafana_admin_password; echo"
+
+
+def banner(config: str) -> None:
+    """Where to go now: the last lines of a first `docker compose up`. The addresses come from
+    compose (STACK_*_URL: as published on this host); none outside compose, no banner."""
+    urls = {
+        name: os.environ.get(f"STACK_{name}_URL", "").replace("//0.0.0.0:", "//127.0.0.1:")
+        for name in ("API", "GRAFANA", "PROMETHEUS", "DASHBOARD")
+    }
+    if not urls["API"]:
+        return
+    grafana = (
+        f"{urls['GRAFANA']}  (user admin, password: {GRAFANA_PASSWORD})"
+        if urls["GRAFANA"]
+        else "not started on this machine (no image for it: compose.airgap.yaml)"
+    )
+    rule = "=" * 72
+    for line in (
+        rule,
+        f"READY: every application RUNNING with {config}",
+        f"  API            {urls['API']}  (POST /predict, GET /models)",
+        f"  Grafana        {grafana}",
+        f"  Prometheus     {urls['PROMETHEUS']}",
+        f"  Ray dashboard  {urls['DASHBOARD']}",
+        rule,
+    ):
+        log(line)
+
+
 class Serve:
     """Serve's REST API on the Ray dashboard (what `serve deploy` and `serve status` use)."""
 
@@ -542,6 +572,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.ready_file:
         Path(args.ready_file).write_text(f"{time.time()}\n")
+    banner(args.config)
     code = deployer.run_canaries()
     if args.watch:
         deployer.watch()

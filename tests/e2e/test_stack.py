@@ -55,6 +55,15 @@ def test_serve_applications_running(stack: Stack) -> None:
     }
 
 
+def test_serve_deploy_ends_its_log_with_where_to_go(stack: Stack) -> None:
+    """The last lines of a first `docker compose up`: a banner with the published addresses."""
+    logs = stack.run("logs", "--no-color", "serve-deploy").stdout
+    assert "READY: every application RUNNING" in logs, logs[-3000:]
+    assert f"API            {stack.api}  (POST /predict" in logs, logs[-3000:]
+    assert f"Prometheus     {stack.prometheus}" in logs, logs[-3000:]
+    assert f"Ray dashboard  {stack.dashboard}" in logs, logs[-3000:]
+
+
 def test_seed_requests_for_every_model(stack: Stack) -> None:
     resp = post(stack, "/predict", {"model": "sentiment", "text": "Ray Serve is great"})
     assert resp.status_code == 200, resp.text
