@@ -53,8 +53,9 @@ NOT_CARRIED = {
 }
 # `ray start` flags KubeRay sets itself (address; Redis credentials from gcsFaultToleranceOptions).
 KUBERAY_PARAMS = {"address", "node-ip-address", "redis-username", "redis-password"}
-# Pinned in compose for workers on other hosts (README's port table); every pod has an address of
-# its own, and KubeRay's probes expect the dashboard agent on its default port (52365).
+# Pinned in compose for workers on other hosts (the port table, docs/beyond-one-host.md); every
+# pod has an address of its own, and KubeRay's probes expect the dashboard agent on its default
+# port (52365).
 HOST_PORT_PARAMS = {
     "node-manager-port",
     "object-manager-port",
