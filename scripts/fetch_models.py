@@ -35,6 +35,7 @@ import re
 import secrets
 import shutil
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -185,7 +186,30 @@ def decide(target: Path, source: str, revision: str | None, force: bool) -> tupl
     return False, f"{target} already prepared ({origin}), kept"
 
 
-def download(source: str, revision: str | None, into: Path) -> dict[str, Any]:
+@contextmanager
+def progress(label: str, into: Path, total_mb: float, every_s: float = 10.0) -> Iterator[None]:
+    """A line every `every_s` seconds with the MB that landed in `into` so far: a first start's
+    download (1.6 GB) shows in the service's own log, not only as a silent wait."""
+    done = threading.Event()
+
+    def report() -> None:
+        last = -1.0
+        while not done.wait(every_s):
+            mb = sum(p.stat().st_size for p in into.rglob("*") if p.is_file()) / 1e6
+            if mb != last:
+                print(f"[models] {label}: {mb:.0f} of {total_mb:.0f} MB", flush=True)
+                last = mb
+
+    thread = threading.Thread(target=report, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def download(source: str, revision: str | None, into: Path, label: str = "") -> dict[str, Any]:
     """Download the selected files of hub repo `source` at `revision` into `into`."""
     from huggingface_hub import HfApi, hf_hub_download
 
@@ -201,9 +225,10 @@ def download(source: str, revision: str | None, into: Path) -> dict[str, Any]:
     files = select_files(source, listing)
     size = sum(listing[path] or 0 for path in files) / 1e6
     print(f"  commit {commit}, {len(files)} files, {size:.1f} MB: {', '.join(files)}", flush=True)
-    for path in files:
-        # Pinned to the listed commit, so a branch that moves meanwhile cannot mix two commits.
-        hf_hub_download(source, path, revision=commit, local_dir=into)
+    with progress(label or source, into, size):
+        for path in files:
+            # Pinned to the listed commit, so a branch that moves meanwhile cannot mix two commits.
+            hf_hub_download(source, path, revision=commit, local_dir=into)
     shutil.rmtree(into / ".cache", ignore_errors=True)  # the client's own per-file metadata
     return {"commit": commit}
 
@@ -245,7 +270,7 @@ def fetch(name: str, source: str, revision: str | None, target: Path) -> None:
         else:
             at = f"@{revision}" if revision else " (default branch; set `revision` to pin it)"
             print(f"[models] {name}: downloading {source}{at} -> {target}", flush=True)
-            extra = download(source, revision, partial)
+            extra = download(source, revision, partial, name)
         land(partial, target, {"source": source, "revision": revision, **extra})
     finally:
         shutil.rmtree(partial, ignore_errors=True)

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -600,3 +601,17 @@ def test_failed_export_stops_only_a_model_on_onnxruntime(
     stderr = capsys.readouterr().err
     assert "sentiment: ONNX export failed: exporter broke" in stderr
     assert ("served all the same" in stderr) == (runtime == "torch")
+
+
+def test_download_progress_shows_in_the_services_own_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """While files land, a line every interval with the MB so far, then nothing once done."""
+    script = load_script(SCRIPT)
+    with script.progress("sentiment", tmp_path, total_mb=3, every_s=0.05):
+        for i in range(3):
+            (tmp_path / f"part{i}").write_bytes(b"\0" * 1_000_000)
+            time.sleep(0.2)
+    lines = capsys.readouterr().out.splitlines()
+    assert "[models] sentiment: 3 of 3 MB" in lines, lines
+    assert lines == sorted(set(lines), key=lines.index), "a line repeated with nothing new"
