@@ -70,7 +70,7 @@ def log(message: str) -> None:
     print(f"[serve-deploy] {message}", file=sys.stderr, flush=True)
 
 
-GRAFANA_PASSWORD = "docker compose exec grafana cat /run/secrets/grafana_admin_password; echo"
+GRAFANA_LOGIN_COMMAND = "docker compose exec grafana cat /run/secrets/grafana_admin_password; echo"
 
 
 def banner(config: str) -> None:
@@ -83,7 +83,7 @@ def banner(config: str) -> None:
     if not urls["API"]:
         return
     grafana = (
-        f"{urls['GRAFANA']}  (user admin, password: {GRAFANA_PASSWORD})"
+        f"{urls['GRAFANA']}  (user admin, password: {GRAFANA_LOGIN_COMMAND})"
         if urls["GRAFANA"]
         else "not started on this machine (no image for it: compose.airgap.yaml)"
     )
