@@ -81,6 +81,7 @@ class Stack:
     prometheus: str
     workers: int
     token: str = ""  # read from the stack once it runs: the secrets service generated it
+    first_start_logs: str = ""  # every service's log once the stack first ran
 
     @property
     def auth(self) -> dict[str, str]:
@@ -554,6 +555,7 @@ def stack(pytestconfig: pytest.Config, user_stack: UserStack) -> Iterator[Stack]
         subprocess.run([str(ROOT / "scripts" / "down.sh")], cwd=ROOT)
         pytest.fail(f"docker compose up -d / scripts/up.sh exited {up.returncode}")
     stack.token = stack.secret("ray_auth_token")
+    stack.first_start_logs = stack.run("logs", "--no-color").stdout
     yield stack
     if os.environ.get("E2E_KEEP_STACK") != "1":
         subprocess.run([str(ROOT / "scripts" / "down.sh")], cwd=ROOT)

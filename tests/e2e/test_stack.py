@@ -4,6 +4,7 @@ proxy, healthchecks, scaling, Prometheus scraping, and a clean `down`. Runs in f
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -53,6 +54,24 @@ def test_serve_applications_running(stack: Stack) -> None:
         "summarization": {"summarization"},
         "embedding": {"embedding"},
     }
+
+
+# An error or a traceback in any service's log. Warnings are allowed, and so is the one alert
+# docs/troubleshooting.md explains: `lb` starts before any node's ingress answers.
+ERROR_LINE = re.compile(r"Traceback \(most recent call last\)|\b(ERROR|CRITICAL|FATAL)\b|\[ALERT\]")
+EXPLAINED = re.compile(r"\[ALERT\].*backend 'serve' has no server available")
+
+
+def test_a_first_start_logs_no_error(stack: Stack) -> None:
+    """From nothing to RUNNING (plain `docker compose up -d`, then scripts/up.sh): no service
+    logged an error or a traceback on the way."""
+    assert stack.first_start_logs.strip(), "no logs captured"
+    errors = [
+        line
+        for line in stack.first_start_logs.splitlines()
+        if ERROR_LINE.search(line) and not EXPLAINED.search(line)
+    ]
+    assert not errors, "\n".join(errors[:30])
 
 
 def test_serve_deploy_ends_its_log_with_where_to_go(stack: Stack) -> None:
