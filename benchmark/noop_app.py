@@ -21,5 +21,4 @@ class NoWork(ModelServer.func_or_class):
 
 def build(args: dict[str, Any]) -> serve.Application:
     parsed = parse_model_args(args)
-    spec = parsed.spec.model_copy(update={"timeout_s": parsed.timeout_s})
-    return NoWork.options(name=parsed.model).bind(parsed.model, spec, parsed)
+    return NoWork.options(name=parsed.model).bind(parsed.model, parsed.models[parsed.model], parsed)
