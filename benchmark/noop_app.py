@@ -21,4 +21,5 @@ class NoWork(ModelServer.func_or_class):
 
 def build(args: dict[str, Any]) -> serve.Application:
     parsed = parse_model_args(args)
-    return NoWork.options(name=parsed.model).bind(parsed.model, parsed.models[parsed.model], parsed)
+    spec = parsed.spec.model_copy(update={"timeout_s": parsed.timeout_s})
+    return NoWork.options(name=parsed.model).bind(parsed.model, spec, parsed)

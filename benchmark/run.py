@@ -333,16 +333,14 @@ def ours_config(model_dir: Path, replicas: int, **spec: Any) -> dict[str, Any]:
     config["http_options"].update(host="127.0.0.1", port=HTTP_PORT)
     config["proxy_location"] = "HeadOnly"
     router_app = config["applications"][0]
-    args = copy.deepcopy(router_app["args"])
-    args["model_dir"] = str(model_dir)
-    args["models"] = {"sentiment": {**args["models"]["sentiment"], **spec}}
-    router_app["args"] = args
+    api = {**router_app["args"]["api"], "model_dir": str(model_dir)}
+    router_app["args"] = {**copy.deepcopy(router_app["args"]), "api": api, "models": ["sentiment"]}
     (router,) = router_app["deployments"]
     router.update(num_replicas=1)
     router.pop("max_replicas_per_node", None)
     router["ray_actor_options"].pop("resources", None)
     app = next(a for a in config["applications"] if a["name"] == "sentiment")
-    app["args"] = {**args, "model": "sentiment"}
+    app["args"] = {**app["args"], "api": api, "spec": {**app["args"]["spec"], **spec}}
     (sentiment,) = app["deployments"]
     sentiment["autoscaling_config"].update(min_replicas=replicas, max_replicas=replicas)
     sentiment["ray_actor_options"].pop("memory", None)

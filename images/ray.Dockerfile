@@ -1,5 +1,12 @@
-# One image for the Ray head, the workers, the model-fetch and the deploy steps.
+# Two images from one file:
+#   --target node: the Ray head and workers: Python, the locked dependencies (Ray, torch,
+#     transformers) and the node scripts, no application code. It changes only with the lock file,
+#     this file or images/*.py, so an edit of serve/ never recreates a Ray node.
+#   the final stage (app): node + the application (serve/, scripts/, loadtest/), for the models,
+#     deploy and load steps. The deployer ships serve/ to the cluster as a Ray package
+#     (runtime_env py_modules), so a code change rolls replicas, not nodes.
 #
+#   docker build -f images/ray.Dockerfile --target node -t ray-serve-cluster/ray-node .
 #   docker build -f images/ray.Dockerfile -t ray-serve-cluster/ray .
 #
 # BASE_IMAGE defaults to the official Python 3.11 slim image; the lock file names the PyTorch CPU
@@ -17,7 +24,7 @@ RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
         ${PIP_INSTALL_ARGS} -r /tmp/requirements.lock
 
-FROM ${BASE_IMAGE}
+FROM ${BASE_IMAGE} AS node
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONPATH=/app \
@@ -29,11 +36,8 @@ RUN useradd --create-home --uid 1000 --shell /bin/bash ray \
     && mkdir -p /app /models /ray-targets \
     && chown ray:ray /models /ray-targets
 COPY --from=deps /opt/venv /opt/venv
-COPY --chown=ray:ray serve/ /app/serve/
-COPY --chown=ray:ray scripts/ /app/scripts/
 COPY --chown=ray:ray images/node_health.py images/stack_secrets.py images/advertise.py \
     images/ray_targets.py /app/images/
-COPY --chown=ray:ray loadtest/ /app/loadtest/
 # The `ray` user, numeric so that a runtime can verify it is not root.
 USER 1000:1000
 WORKDIR /app
@@ -43,3 +47,8 @@ HEALTHCHECK --interval=10s --timeout=10s --start-period=60s --retries=3 \
     CMD ["python3", "/app/images/node_health.py"]
 
 CMD ["ray", "start", "--head", "--block"]
+
+FROM node AS app
+COPY --chown=ray:ray serve/ /app/serve/
+COPY --chown=ray:ray scripts/ /app/scripts/
+COPY --chown=ray:ray loadtest/ /app/loadtest/

@@ -74,17 +74,23 @@ def main() -> int:
     # PID 1 of its container: without a handler, `docker compose stop` would wait and then kill.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     token = Path(args.token_file).read_text().strip() if args.token_file else ""
+    # Quiet while the head starts (minutes on a first start), and one line per outage after.
+    print(f"ray-targets: waiting for the Ray dashboard at {args.dashboard}", flush=True)
     last: list[str] | None = None
+    failing = False
     while True:
         try:
             addresses = remote_nodes(args.dashboard, token)
         except (requests.RequestException, KeyError, ValueError) as exc:
-            print(f"ray-targets: cannot list Ray's nodes ({exc}); keeping the last targets")
+            if last is not None and not failing:
+                print(f"ray-targets: cannot list Ray's nodes ({exc}); keeping the last targets")
+            failing = True
         else:
             write_targets(args.out, addresses, args.port)
-            if addresses != last:
+            if addresses != last or failing:
                 print(f"ray-targets: remote nodes {addresses or 'none'}")
                 last = addresses
+            failing = False
         sys.stdout.flush()
         time.sleep(args.every)
 

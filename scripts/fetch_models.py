@@ -1,6 +1,7 @@
 """Put every model of a Serve config into a model directory, so runtime never touches the hub.
 
-For each `args.models.<name>`, `<dest>/<name>/` receives:
+For each model application's `args.spec` (`args.model` names it), `<dest>/<name>/` receives, and
+for its canary (`spec.canary`), `<dest>/<name>@<version>/`:
 - from a hub id: the repo's files at `revision` are listed and an explicit set is downloaded:
   weights in safetensors (`*.safetensors`, plus the shard index), or `pytorch_model*.bin` for
   repos that have no safetensors, and the config/tokenizer files (`*.json`, `*.txt`, `*.model`,
@@ -34,6 +35,7 @@ import re
 import secrets
 import shutil
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -74,16 +76,22 @@ class Model(NamedTuple):
 
 
 def configured_models(config_path: Path) -> dict[str, Model]:
-    """Every model of every application built by `serve.app:build_app`, by name."""
+    """Every model of every application built by `serve.app:build_model_app`, by the name of
+    its directory: `<name>`, and `<name>@<version>` for its canary (serve/config.py)."""
     config = yaml.safe_load(config_path.read_text())
     models: dict[str, Model] = {}
     for app in config.get("applications", []):
-        if app.get("import_path") != "serve.app:build_app":
+        if app.get("import_path") != "serve.app:build_model_app":
             continue
-        for name, spec in app.get("args", {}).get("models", {}).items():
-            models[name] = Model(
-                spec["source"], spec.get("revision"), spec.get("task"), spec.get("runtime")
+        name, spec = app["args"]["model"], app["args"]["spec"]
+        task, runtime = spec.get("task"), spec.get("runtime")
+        models[name] = Model(spec["source"], spec.get("revision"), task, runtime)
+        if canary := spec.get("canary"):
+            source = canary.get("source", spec["source"])
+            revision = canary.get(
+                "revision", spec.get("revision") if "source" not in canary else None
             )
+            models[f"{name}@{canary['version']}"] = Model(source, revision, task, runtime)
     return models
 
 
@@ -178,7 +186,30 @@ def decide(target: Path, source: str, revision: str | None, force: bool) -> tupl
     return False, f"{target} already prepared ({origin}), kept"
 
 
-def download(source: str, revision: str | None, into: Path) -> dict[str, Any]:
+@contextmanager
+def progress(label: str, into: Path, total_mb: float, every_s: float = 10.0) -> Iterator[None]:
+    """A line every `every_s` seconds with the MB that landed in `into` so far: a first start's
+    download (1.6 GB) shows in the service's own log, not only as a silent wait."""
+    done = threading.Event()
+
+    def report() -> None:
+        last = -1.0
+        while not done.wait(every_s):
+            mb = sum(p.stat().st_size for p in into.rglob("*") if p.is_file()) / 1e6
+            if mb != last:
+                print(f"[models] {label}: {mb:.0f} of {total_mb:.0f} MB", flush=True)
+                last = mb
+
+    thread = threading.Thread(target=report, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def download(source: str, revision: str | None, into: Path, label: str = "") -> dict[str, Any]:
     """Download the selected files of hub repo `source` at `revision` into `into`."""
     from huggingface_hub import HfApi, hf_hub_download
 
@@ -194,9 +225,10 @@ def download(source: str, revision: str | None, into: Path) -> dict[str, Any]:
     files = select_files(source, listing)
     size = sum(listing[path] or 0 for path in files) / 1e6
     print(f"  commit {commit}, {len(files)} files, {size:.1f} MB: {', '.join(files)}", flush=True)
-    for path in files:
-        # Pinned to the listed commit, so a branch that moves meanwhile cannot mix two commits.
-        hf_hub_download(source, path, revision=commit, local_dir=into)
+    with progress(label or source, into, size):
+        for path in files:
+            # Pinned to the listed commit, so a branch that moves meanwhile cannot mix two commits.
+            hf_hub_download(source, path, revision=commit, local_dir=into)
     shutil.rmtree(into / ".cache", ignore_errors=True)  # the client's own per-file metadata
     return {"commit": commit}
 
@@ -238,7 +270,7 @@ def fetch(name: str, source: str, revision: str | None, target: Path) -> None:
         else:
             at = f"@{revision}" if revision else " (default branch; set `revision` to pin it)"
             print(f"[models] {name}: downloading {source}{at} -> {target}", flush=True)
-            extra = download(source, revision, partial)
+            extra = download(source, revision, partial, name)
         land(partial, target, {"source": source, "revision": revision, **extra})
     finally:
         shutil.rmtree(partial, ignore_errors=True)

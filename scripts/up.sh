@@ -29,8 +29,8 @@ no_registry_hint() {
   log "this machine has none: scripts/airgap-prepare.sh builds local stand-ins, then rerun this." >&2
 }
 
-log "building the Ray image (cached after the first time) ..."
-compose build models || { no_registry_hint; die "image build failed"; }
+log "building the node and application images (cached after the first time) ..."
+compose build models ray-head || { no_registry_hint; die "image build failed"; }
 log "starting the stack with $workers worker(s) (the first start also fetches the models) ..."
 if ! compose up -d --scale "ray-worker=$workers"; then
   compose ps -a >&2 || true

@@ -56,16 +56,24 @@ def serve_status(dashboard: str) -> dict[str, dict] | None:
 
 
 def deploy_state(container: str) -> tuple[str, int]:
-    """(status, exit code) of the serve-deploy container: `running`, `exited`, ..."""
+    """(status, exit code) of the serve-deploy container: `healthy` once it applied the config,
+    else Docker's status (`running` while it deploys, `exited`, `restarting`, ...)."""
     out = subprocess.run(
-        ["docker", "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", container],
+        [
+            "docker",
+            "inspect",
+            "--format",
+            "{{.State.Status}} {{.State.ExitCode}} {{if .State.Health}}{{.State.Health.Status}}"
+            "{{end}}",
+            container,
+        ],
         capture_output=True,
         text=True,
     )
     if out.returncode != 0:
         return "missing", -1
-    status, code = out.stdout.split()
-    return status, int(code)
+    status, code, *health = out.stdout.split()
+    return ("healthy" if health == ["healthy"] and status == "running" else status), int(code)
 
 
 def check(args: argparse.Namespace) -> tuple[list[str], str | None]:
@@ -73,9 +81,9 @@ def check(args: argparse.Namespace) -> tuple[list[str], str | None]:
     missing: list[str] = []
     if args.deploy_container:
         status, code = deploy_state(args.deploy_container)
-        if status == "exited" and code != 0:
+        if status in ("exited", "restarting") and code != 0:
             return missing, f"serve-deploy exited with code {code}"
-        if status != "exited":
+        if status != "healthy":
             missing.append(f"serve-deploy to apply the Serve config ({status})")
     nodes = alive_nodes(args.dashboard)
     if nodes is None:
@@ -116,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api", default="http://127.0.0.1:8000")
     parser.add_argument("--dashboard", default="http://127.0.0.1:8265")
     parser.add_argument(
-        "--deploy-container", help="ready only once this serve-deploy container exited 0"
+        "--deploy-container", help="ready only once this serve-deploy container is healthy"
     )
     args = parser.parse_args(argv)
 

@@ -27,9 +27,5 @@ def build_model_app(args: ModelAppArgs) -> Application:
     """One model's deployment, named after it, with its effective timeout, from which its
     replicas answer 504 and judge a batch hung."""
     args = parse_model_args(args)
-    spec = args.models[args.model]
-    return ModelServer.options(name=args.model).bind(
-        args.model,
-        spec.model_copy(update={"timeout_s": spec.timeout_s or args.inference_timeout_s}),
-        args,
-    )
+    spec = args.spec.model_copy(update={"timeout_s": args.timeout_s, "canary": None})
+    return ModelServer.options(name=args.model).bind(args.model, spec, args)

@@ -19,7 +19,14 @@ from fastapi import Request
 from ray import serve
 
 from serve.config import ModelAppArgs, ModelSpec, ModelUserConfig, resolve_source
-from serve.errors import ERROR_RESPONSES, ApiError, Overloaded, check_text, json_api
+from serve.errors import (
+    ERROR_RESPONSES,
+    ApiError,
+    ModelTimeout,
+    Overloaded,
+    check_text,
+    json_api,
+)
 from serve.metrics import MODEL_ROUTE, ApiResponses, ModelMetrics
 from serve.models import load_model
 from serve.schemas import EmbeddingResult, ModelPredictRequest, SentimentResult, SummaryResult
@@ -58,8 +65,9 @@ class ModelDeployment:
         torch.set_num_threads(self.batch_threads)
         self.name = name
         self.spec = spec
+        self.version = spec.effective_version
         self.settings = ModelUserConfig()
-        self.metrics = ModelMetrics(name)
+        self.metrics = ModelMetrics(name, self.version)
         self.consecutive_failures = 0
         self.pending = 0  # requests inside predict(): running or waiting for the model
         self.injected_fault: str | None = None
@@ -89,7 +97,8 @@ class ModelDeployment:
         self.lone_threads = self.settings.lone_request_threads or node_cpus()
 
     async def predict(self, text: str) -> dict[str, Any]:
-        """One input in, one result out; concurrent calls are grouped into batches.
+        """One input in, one result out (with the `version` that answered); concurrent calls
+        are grouped into batches. ModelTimeout past the model's `timeout_s`.
 
         Requests wait here while a batch runs and enter the batcher together once the model is
         free. `serve.batch` closes its next batch `batch_wait_timeout_s` after that batch's first
@@ -104,10 +113,18 @@ class ModelDeployment:
             )
         self.pending += 1
         try:
-            await self.model_free.wait()
-            return await self.infer_batch(text)
+            result = await asyncio.wait_for(self._queued(text), self.spec.timeout_s)
+        except TimeoutError:
+            raise ModelTimeout(
+                f"Model {self.name!r} did not answer within {self.spec.timeout_s}s"
+            ) from None
         finally:
             self.pending -= 1
+        return {**result, "version": self.version}
+
+    async def _queued(self, text: str) -> dict[str, Any]:
+        await self.model_free.wait()
+        return await self.infer_batch(text)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def infer_batch(self, texts: list[str]) -> list[dict[str, Any]]:
@@ -166,6 +183,7 @@ class ModelDeployment:
             "name": self.name,
             "task": self.spec.task.value,
             "source": self.source,
+            "version": self.version,
             "batching": {
                 "max_batch_size": self.settings.max_batch_size,
                 "batch_wait_timeout_s": self.settings.batch_wait_timeout_s,
@@ -229,11 +247,11 @@ class ModelServer(ModelDeployment):
     and metrics."""
 
     def __init__(self, name: str, spec: ModelSpec, args: ModelAppArgs) -> None:
-        super().__init__(name, spec, args.model_dir)
+        super().__init__(name, spec, args.api.model_dir)
         self.args = args
-        model_api.state.max_body_bytes = args.max_body_bytes
+        model_api.state.max_body_bytes = args.api.max_body_bytes
         model_api.state.responses = ApiResponses(
-            {MODEL_ROUTE: [name]}, {"/predict": MODEL_ROUTE}, model=name
+            {MODEL_ROUTE: [name]}, {"/predict": MODEL_ROUTE}, model=name, version=self.version
         )
 
     @model_api.post(
@@ -243,14 +261,13 @@ class ModelServer(ModelDeployment):
     )
     async def serve_predict(self, request: ModelPredictRequest, http: Request) -> dict[str, Any]:
         http.state.model = self.name
-        check_text(request.text, self.args.max_text_chars)
-        retry = {"Retry-After": str(self.args.retry_after_s)}
+        http.state.version = self.version
+        check_text(request.text, self.args.api.max_text_chars)
+        retry = {"Retry-After": str(self.args.api.retry_after_s)}
         try:
-            result = await asyncio.wait_for(self.predict(request.text), self.spec.timeout_s)
-        except TimeoutError:
-            raise ApiError(
-                504, "timeout", f"Model {self.name!r} did not answer within {self.spec.timeout_s}s"
-            ) from None
+            result = await self.predict(request.text)
+        except ModelTimeout as exc:
+            raise ApiError(504, "timeout", str(exc)) from None
         except Overloaded as exc:
             raise ApiError(503, "overloaded", str(exc), retry) from None
         except Exception as exc:
@@ -259,4 +276,5 @@ class ModelServer(ModelDeployment):
             raise ApiError(
                 500, "inference_failed", f"Model {self.name!r} failed; its replica's log says why"
             ) from None
+        result.pop("version")
         return {"model": self.name, **result}

@@ -51,6 +51,11 @@ class Overloaded(RuntimeError):
     """A model replica already holds its `max_pending_requests`: answered 503, never queued."""
 
 
+class ModelTimeout(RuntimeError):
+    """A request outlived its model's `timeout_s` on the replica: answered 504. The replica
+    enforces it, so the deadline comes from the model's own config, whoever called."""
+
+
 def check_text(text: str, max_chars: int) -> None:
     """What pydantic's schema cannot say about the text: not blank, not over the limit."""
     if not text.strip():

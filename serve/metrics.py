@@ -1,7 +1,8 @@
 """Application metrics, exported by every node's metrics agent (port 8080) as `ray_model_*` (the
 model replicas) and `ray_router_*` (the Router).
 
-Serve adds the `deployment`, `replica` and `application` tags itself; `model` is the model's name.
+Serve adds the `deployment`, `replica` and `application` tags itself; `model` is the model's name
+and `version` the model version that answered (a canary's, or the stable one's).
 """
 
 from __future__ import annotations
@@ -20,32 +21,33 @@ INPUT_CHARS_BOUNDARIES = [16, 64, 256, 1024, 4096, 16384]
 class ModelMetrics:
     """The four series a model replica reports; one instance per replica."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, version: str) -> None:
         self.inference_latency_ms = Histogram(
             "model_inference_latency_ms",
             description="Wall time of one batched forward pass (or generate call), in ms.",
             boundaries=LATENCY_MS_BOUNDARIES,
-            tag_keys=("model",),
+            tag_keys=("model", "version"),
         )
         self.batch_size = Histogram(
             "model_batch_size",
             description="Number of requests served together in one batch.",
             boundaries=BATCH_SIZE_BOUNDARIES,
-            tag_keys=("model",),
+            tag_keys=("model", "version"),
         )
         self.input_chars = Histogram(
             "model_input_chars",
             description="Length of each input text, in characters.",
             boundaries=INPUT_CHARS_BOUNDARIES,
-            tag_keys=("model",),
+            tag_keys=("model", "version"),
         )
         self.errors = Counter(
             "model_errors",
             description="Failed batches, by exception type.",
-            tag_keys=("model", "error_type"),
+            tag_keys=("model", "version", "error_type"),
         )
         for metric in (self.inference_latency_ms, self.batch_size, self.input_chars, self.errors):
-            metric.set_default_tags({"model": model})  # Serve adds its own tags to the dict
+            # Serve adds its own tags to the dict.
+            metric.set_default_tags({"model": model, "version": version})
 
     def record_batch(self, texts: list[str], latency_ms: float) -> None:
         self.batch_size.observe(len(texts))
@@ -65,43 +67,70 @@ SERVER_ERRORS = ("500", "503", "504")
 
 
 class ApiResponses:
-    """`ray_router_responses_total`: every answer of the API by model, route and status code.
+    """`ray_router_responses_total`: every answer of the API by model, version, route and
+    status code.
 
     The Router's own 503 (overload), 504 (timeout) and 500 are normal responses to Serve, which
     counts only exceptions, so without this they would be invisible to the error-ratio rule and
     its alert. `model` is a configured model's name or empty (a request that names none, so
-    clients cannot grow the label set); `route` is one of ROUTES or `other`. `aliases` name the
+    clients cannot grow the label set); `version` the model version that answered, or was asked
+    (empty before a model is chosen); `route` is one of ROUTES or `other`. `aliases` name the
     route of a path within the application (a model application's `/predict` is MODEL_ROUTE);
     `model` labels the answers no handler named a model for (a model application's own model).
     """
 
     def __init__(
-        self, routes: dict[str, list[str]], aliases: dict[str, str] | None = None, model: str = ""
+        self,
+        routes: dict[str, list[str]],
+        aliases: dict[str, str] | None = None,
+        model: str = "",
+        version: str = "",
     ) -> None:
         self.aliases = aliases or {}
         self.model = model
+        self.version = version
         self.counter = Counter(
             "router_responses",
             description="Answers of the API by model, route and HTTP status code.",
-            tag_keys=("model", "route", "code"),
+            tag_keys=("model", "version", "route", "code"),
         )
-        # Each model's server-error series start at 0: a counter first seen at N (the first
-        # burst of 503s) has no increase for rate() to see. Ray's public inc() refuses 0.
-        for route, models in routes.items():
-            for model in models:
-                for code in SERVER_ERRORS:
-                    self.counter._record(0.0, tags={"model": model, "route": route, "code": code})
+        self.routes = routes
+        self.seen: set[tuple[str, str]] = set()
+        for model in {m for models in routes.values() for m in models}:
+            self._start_at_zero(model, version)
 
-    def count(self, model: str, path: str, status: int) -> None:
+    def expect(self, model: str, version: str) -> None:
+        """A version about to get traffic (a canary): its answers' series start at 0 too, so
+        the controller's first increase() over them already counts its first answers."""
+        if (model, version) not in self.seen:
+            self._start_at_zero(model, version, ("200", *SERVER_ERRORS))
+
+    def _start_at_zero(
+        self, model: str, version: str, codes: tuple[str, ...] = SERVER_ERRORS
+    ) -> None:
+        """Each model's (and version's) server-error series start at 0: a counter first seen
+        at N (the first burst of 503s) has no increase for rate() to see. Ray's public inc()
+        refuses 0."""
+        self.seen.add((model, version))
+        for route, models in self.routes.items():
+            if model in models:
+                for code in codes:
+                    tags = {"model": model, "version": version, "route": route, "code": code}
+                    self.counter._record(0.0, tags=tags)
+
+    def count(self, model: str, version: str, path: str, status: int) -> None:
+        if (model, version) not in self.seen:
+            self._start_at_zero(model, version)
         route = self.aliases.get(path, path)
         if route not in ROUTES:
             route = MODEL_ROUTE if MODEL_PATH.match(route) else "other"
-        self.counter.inc(tags={"model": model, "route": route, "code": str(status)})
+        tags = {"model": model, "version": version, "route": route, "code": str(status)}
+        self.counter.inc(tags=tags)
 
 
 class ResponseCounter:
     """ASGI middleware that hands every answer's status to the app's `state.responses`
-    (an ApiResponses), with the model a handler put in `scope["state"]["model"]`."""
+    (an ApiResponses), with the model and version a handler put in `scope["state"]`."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -127,7 +156,9 @@ class ResponseCounter:
                 status = 499  # cancelled before answering: the client hung up (Serve's code)
             raise
         finally:
-            model = scope.get("state", {}).get("model", responses.model)
+            state = scope.get("state", {})
+            model = state.get("model", responses.model)
+            version = state.get("version", responses.version)
             # The path within the application, without its route_prefix (Serve's root_path).
             path, root = scope.get("path", ""), scope.get("root_path", "")
-            responses.count(model, path.removeprefix(root) if root else path, status)
+            responses.count(model, version, path.removeprefix(root) if root else path, status)

@@ -9,6 +9,7 @@ beside the weights (serve/onnx_runtime.py); tokenizing, pooling and the answers 
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -78,6 +79,10 @@ class _Base:
         # the local cache.
         revision = None if Path(self.source).is_dir() else spec.revision
         self.tokenizer = AutoTokenizer.from_pretrained(self.source, revision=revision)
+        # A fast tokenizer keeps padding and truncation as state it sets on every call, so a
+        # health probe (no padding) in another thread during a batch's encoding (padding) left
+        # the batch ragged: "Unable to create tensor". One call at a time.
+        self.tokenizer_lock = threading.Lock()
         self.model: Any = auto_class.from_pretrained(self.source, revision=revision)
         self.model.eval()
         self.config = self.model.config
@@ -140,28 +145,31 @@ class _Base:
             torch.set_num_threads(threads)
 
     def _encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return self.tokenizer(
-            texts,
-            padding=True,
-            truncation=True,
-            max_length=self.spec.max_input_tokens,
-            return_tensors="pt",
-        )
+        with self.tokenizer_lock:
+            return self.tokenizer(
+                texts,
+                padding=True,
+                truncation=True,
+                max_length=self.spec.max_input_tokens,
+                return_tensors="pt",
+            )
 
     def _in_buckets(self, texts: list[str], forward: Any) -> list[dict[str, Any]]:
         """Run `forward` on length buckets of `texts` (one bucket when bucketing is off) and
         return its per-text results in the original order."""
         if not self.spec.bucket_by_length or len(texts) == 1:
             return forward(self._encode(texts))
-        encoded = self.tokenizer(
-            texts, truncation=True, max_length=self.spec.max_input_tokens, padding=False
-        )
+        with self.tokenizer_lock:
+            encoded = self.tokenizer(
+                texts, truncation=True, max_length=self.spec.max_input_tokens, padding=False
+            )
         results: list[Any] = [None] * len(texts)
         for bucket in length_buckets([len(ids) for ids in encoded["input_ids"]]):
-            batch = self.tokenizer.pad(
-                {key: [values[i] for i in bucket] for key, values in encoded.items()},
-                return_tensors="pt",
-            )
+            with self.tokenizer_lock:
+                batch = self.tokenizer.pad(
+                    {key: [values[i] for i in bucket] for key, values in encoded.items()},
+                    return_tensors="pt",
+                )
             for i, result in zip(bucket, forward(batch), strict=True):
                 results[i] = result
         return results
@@ -169,7 +177,9 @@ class _Base:
     def probe(self) -> None:
         if self.tokenizer is None or (self.model is None and self.onnx is None):
             raise RuntimeError("model is not loaded")
-        if not self.tokenizer("ok")["input_ids"]:
+        with self.tokenizer_lock:
+            tokens = self.tokenizer("ok")["input_ids"]
+        if not tokens:
             raise RuntimeError("tokenizer returned no tokens")
 
 

@@ -1,10 +1,12 @@
 """The API's ingress at `/`: FastAPI routes, input validation, and one DeploymentHandle per model
-(each model is an application of its own: `AppArgs.model_app`)."""
+(each model is an application of its own: `AppArgs.model_app`), plus one per canary, which gets
+its share of the model's traffic (`RouterUserConfig`, changed live by the deployer)."""
 
 # No `from __future__ import annotations`: FastAPI reads the real types off the methods that
 # `serve.ingress` rebinds.
 import asyncio
 import logging
+import random
 from typing import Any, NoReturn
 
 from fastapi import Request
@@ -19,10 +21,18 @@ from ray.serve.exceptions import (
 )
 from ray.serve.handle import DeploymentHandle
 
-from serve.config import AppArgs
-from serve.errors import ERROR_RESPONSES, ApiError, Overloaded, check_text, json_api
+from serve.config import AppArgs, CanaryRoute, RouterUserConfig, canary_app
+from serve.errors import (
+    ERROR_RESPONSES,
+    ApiError,
+    ModelTimeout,
+    Overloaded,
+    check_text,
+    json_api,
+)
 from serve.metrics import ApiResponses
 from serve.schemas import (
+    CanaryInfo,
     ClassifyRequest,
     ClassifyResult,
     EmbeddingResult,
@@ -60,14 +70,33 @@ class Router:
             )
             for name in args.models
         }
+        self.canaries: dict[str, CanaryRoute] = {}
+        self.canary_handles: dict[str, DeploymentHandle] = {}
+        # The stable version each model last answered with: the `version` of its failures.
+        self.versions: dict[str, str] = {}
         self.retries = metrics.Counter(
             "router_retries",
             description="Inference requests sent again because their replica or node died.",
             tag_keys=("model", "reason"),
         )
-        api.state.max_body_bytes = args.max_body_bytes
+        api.state.max_body_bytes = args.api.max_body_bytes
         api.state.responses = ApiResponses(
             {"/predict": list(args.models), "/classify": [args.classify_model]}
+        )
+
+    def reconfigure(self, user_config: dict[str, Any] | None) -> None:
+        """Apply the canaries' shares (`RouterUserConfig`) without a restart."""
+        config = RouterUserConfig.model_validate(user_config or {})
+        self.canaries = {m: c for m, c in config.canaries.items() if m in self.models}
+        for model, canary in self.canaries.items():
+            api.state.responses.expect(model, canary.version)
+            if model not in self.canary_handles:
+                self.canary_handles[model] = serve.get_deployment_handle(
+                    model, app_name=canary_app(self.args.model_app(model)), _check_exists=False
+                )
+        logger.info(
+            "Canary shares: %s",
+            {m: f"{c.version} {c.share:g}%" for m, c in self.canaries.items()} or "none",
         )
 
     @api.post(
@@ -106,20 +135,31 @@ class Router:
         return {"models": infos}
 
     async def _describe(self, name: str) -> ModelInfo:
+        canary = self.canaries.get(name)
+        info = CanaryInfo(version=canary.version, share=canary.share) if canary else None
         try:
             live = await asyncio.wait_for(self.models[name].describe.remote(), timeout=5)
-            return ModelInfo(**live)
-        except Exception:  # a model still starting is listed from its static config
-            spec = self.args.models[name]
+            return ModelInfo(**live, canary=info)
+        except Exception:  # a model still starting is listed by name only
             return ModelInfo(
                 name=name,
-                task=spec.task.value,
-                source=spec.source,
+                task=None,
+                source=None,
+                version=self.versions.get(name),
                 batching={},
                 autoscaling=None,
                 max_ongoing_requests=None,
                 num_cpus=None,
+                canary=info,
             )
+
+    def _pick(self, model: str) -> tuple[DeploymentHandle, str | None]:
+        """The model's stable handle, or its canary's for the canary's share of requests
+        (with the canary's version)."""
+        canary = self.canaries.get(model)
+        if canary is not None and canary.share > 0 and random.uniform(0, 100) < canary.share:
+            return self.canary_handles[model], canary.version
+        return self.models[model], None
 
     async def _infer(self, model: str, text: str, http: Request) -> dict[str, Any]:
         handle = self.models.get(model)
@@ -130,15 +170,17 @@ class Router:
                 f"Unknown model {model!r}. Available: {sorted(self.models)}",
             )
         http.state.model = model  # ResponseCounter's `model` label: a configured name only
-        check_text(text, self.args.max_text_chars)
-        retry = {"Retry-After": str(self.args.retry_after_s)}
-        timeout_s = self.args.models[model].timeout_s or self.args.inference_timeout_s
+        check_text(text, self.args.api.max_text_chars)
+        retry = {"Retry-After": str(self.args.api.retry_after_s)}
+        timeout_s = self.args.request_timeout_s
         deadline = asyncio.get_running_loop().time() + timeout_s
+        handle, version = self._pick(model)
         for attempt in range(self.args.max_retries + 1):
+            http.state.version = version or self.versions.get(model, "")
             response = handle.predict.remote(text)
             try:
                 remaining = deadline - asyncio.get_running_loop().time()
-                return await asyncio.wait_for(response, timeout=max(remaining, 0.001))
+                result = await asyncio.wait_for(response, timeout=max(remaining, 0.001))
             except TimeoutError:
                 response.cancel()
                 raise ApiError(
@@ -146,8 +188,8 @@ class Router:
                 ) from None
             except BackPressureError as exc:
                 raise ApiError(503, "overloaded", str(exc), retry) from None
-            except Overloaded as exc:  # the replica's own admission limit (max_pending_requests)
-                raise ApiError(503, "overloaded", str(exc), retry) from None
+            except (Overloaded, ModelTimeout) as exc:  # the replica's own limits
+                raise self._limit(exc, retry) from None
             except RETRYABLE as exc:
                 if attempt == self.args.max_retries:
                     raise ApiError(
@@ -159,17 +201,35 @@ class Router:
                     ) from None
                 self.retries.inc(tags={"model": model, "reason": type(exc).__name__})
                 await asyncio.sleep(min(RETRY_BACKOFF_S * 2**attempt, 1.0))
+                handle, version = self.models[model], None  # a retry goes to the stable version
             except (DeploymentUnavailableError, RequestCancelledError) as exc:
+                if version is not None:  # the canary's application went away: stable serves
+                    logger.warning("Canary of %r unavailable (%r): stable serves", model, exc)
+                    handle, version = self.models[model], None
+                    continue
                 raise ApiError(
                     503, "not_ready", f"Model {model!r} is not ready: {type(exc).__name__}", retry
                 ) from None
             except RayTaskError as exc:  # Ray actor calls wrap the model's exception
-                if isinstance(exc.cause, Overloaded):
-                    raise ApiError(503, "overloaded", str(exc.cause), retry) from None
+                if isinstance(exc.cause, Overloaded | ModelTimeout):
+                    raise self._limit(exc.cause, retry) from None
                 self._failed(model, exc.cause)
             except Exception as exc:  # direct gRPC (throughput mode) raises it as it was
                 self._failed(model, exc)
+            else:
+                answered = result.pop("version", "")
+                if version is None and answered:
+                    self.versions[model] = answered
+                http.state.version = answered
+                return result
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    @staticmethod
+    def _limit(exc: Exception, retry: dict[str, str]) -> ApiError:
+        """The replica's own limits: its admission bound (503) and its model's timeout (504)."""
+        if isinstance(exc, ModelTimeout):
+            return ApiError(504, "timeout", str(exc))
+        return ApiError(503, "overloaded", str(exc), retry)
 
     @staticmethod
     def _failed(model: str, cause: BaseException) -> NoReturn:

@@ -62,16 +62,26 @@ class ClassifyResult(BaseModel):
     score: float
 
 
+class CanaryInfo(BaseModel):
+    """A model's canary: its version and the share of the model's traffic it gets now."""
+
+    version: str
+    share: float = Field(description="Percent of /predict and /classify traffic for the model.")
+
+
 class ModelInfo(BaseModel):
-    """One model in `GET /models`; batching and autoscaling are read from a live replica."""
+    """One model in `GET /models`; batching and autoscaling are read from a live replica, and
+    only `name` is known of a model whose replicas are not up."""
 
     name: str
-    task: str
-    source: str
+    task: str | None
+    source: str | None
+    version: str | None = Field(description="The stable version.")
     batching: dict[str, float | int]
     autoscaling: dict[str, object] | None
     max_ongoing_requests: int | None
     num_cpus: float | None
+    canary: CanaryInfo | None = None
 
 
 class ModelsResponse(BaseModel):

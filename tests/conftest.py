@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SERVE_CONFIG = ROOT / "serve" / "serve_config.yaml"
 TINY_MODELS = ROOT / ".cache" / "models" / "tiny"
+
+
+def sigint_default() -> None:
+    """A child's `preexec_fn`: SIGINT back to its default. Locust stops on SIGINT, and a shell
+    that started the test run in the background (`cmd &`, nohup, cron, many CI runners) made
+    every child ignore it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def deployment_of(config: dict, name: str) -> dict:
@@ -54,8 +62,8 @@ def tiny_models() -> Path:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked `last` (taking the shared stack down) run after every other test of their
-    tier (their directory), in their own order, whatever the order of the modules."""
+    """Tests marked `last` (leaving the shared stack changed or down) run after every other test
+    of their tier (their directory), in their own order, whatever the order of the modules."""
     for item in [item for item in items if item.get_closest_marker("last")]:
         items.remove(item)
         tier = [n for n, other in enumerate(items) if other.path.parent == item.path.parent]

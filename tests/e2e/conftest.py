@@ -23,7 +23,7 @@ import requests
 import yaml
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, sigint_default
 
 pytestmark = pytest.mark.e2e
 
@@ -47,19 +47,21 @@ def env_file() -> dict[str, str]:
     return values
 
 
-def strip_secrets_from_env_file() -> str | None:
-    """Leave .env with no secret (only this machine's air-gapped image settings and defaults);
-    return what it held before, to be put back."""
-    path = ROOT / ".env"
-    if not path.exists():
-        return None
-    original = path.read_text()
-    lines = [
-        f"{line.split('=', 1)[0]}=" if line.split("=", 1)[0] in SECRET_KEYS else line
-        for line in path.read_text().splitlines()
-    ]
-    path.write_text("\n".join(lines) + "\n")
-    return original
+# The e2e tier's own compose project, published ports and image tags, over .env's (compose and
+# the scripts take the environment first): a stack started by hand under the default project
+# runs on beside the tier, its containers, volumes and images untouched. The secrets are blank,
+# so the stack generates its own as on a new user's first start.
+E2E_ENV = {
+    "COMPOSE_PROJECT_NAME": "ray-serve-cluster-e2e",
+    "API_PORT": "18000",
+    "RAY_DASHBOARD_PORT": "18265",
+    "PROMETHEUS_PORT": "19090",
+    "GRAFANA_PORT": "13000",
+    "LOCUST_PORT": "18089",
+    "RAY_NODE_IMAGE": "ray-serve-cluster-e2e/ray-node:latest",
+    "RAY_IMAGE": "ray-serve-cluster-e2e/ray:latest",
+    **dict.fromkeys(SECRET_KEYS, ""),
+}
 
 
 def compose_command() -> list[str]:
@@ -79,6 +81,7 @@ class Stack:
     prometheus: str
     workers: int
     token: str = ""  # read from the stack once it runs: the secrets service generated it
+    first_start_logs: str = ""  # every service's log once the stack first ran
 
     @property
     def auth(self) -> dict[str, str]:
@@ -112,10 +115,30 @@ class Stack:
             for name, deployment in app["deployments"].items()
         }
 
+    def code_uri(self) -> str:
+        """The package of serve/ the deployer shipped (every application's py_modules)."""
+        for app in self.serve_apps().values():
+            modules = (
+                (app.get("deployed_app_config") or {}).get("runtime_env", {}).get("py_modules")
+            )
+            if modules:
+                return modules[0]
+        raise AssertionError("no application runs the deployer's code package")
+
     def serve_deploy(self, config: Path) -> None:
-        """`serve deploy` from this machine, as an operator would, with the stack's token."""
+        """`serve deploy` from this machine, as an operator would, with the stack's token, of
+        the file as `scripts/deploy.py --render` prints it: with the code package the deployer
+        shipped (the nodes' image holds no application code)."""
+        from serve.config import RouterUserConfig
+        from serve.rollout import render
+
+        raw = render(
+            yaml.safe_load(config.read_text()), RouterUserConfig(), code_uri=self.code_uri()
+        )
+        rendered = config.with_name(f"{config.stem}.deployed.yaml")
+        rendered.write_text(yaml.safe_dump(raw, sort_keys=False))
         subprocess.run(
-            [str(Path(sys.executable).parent / "serve"), "deploy", str(config),
+            [str(Path(sys.executable).parent / "serve"), "deploy", str(rendered),
              "--address", self.dashboard],
             check=True,
             env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token},
@@ -124,14 +147,15 @@ class Stack:
     def run(
         self, *args: str, check: bool = True, timeout: float = 600
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*self.compose, *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=timeout,
+        result = subprocess.run(
+            [*self.compose, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
         )
+        if check and result.returncode != 0:  # compose's own words in the failure
+            raise AssertionError(
+                f"{' '.join(result.args)} exited {result.returncode}:\n"
+                f"{(result.stdout + result.stderr)[-3000:]}"
+            )
+        return result
 
     def containers(self, service: str | None = None, exited: bool = False) -> list[str]:
         """Running containers of the project (or of one service); `exited` adds stopped ones."""
@@ -193,6 +217,15 @@ def running(stack: Stack, name: str) -> dict[str, str]:
     }
 
 
+def replica_ids(stack: Stack) -> dict[str, set[str]]:
+    """Each deployment's serving replicas: RUNNING, or UPDATING (the same replica taking a live
+    user_config or autoscaling change)."""
+    return {
+        name: {r["replica_id"] for r in d["replicas"] if r["state"] in ("RUNNING", "UPDATING")}
+        for name, d in stack.deployments().items()
+    }
+
+
 def host_gateway(stack: Stack) -> str:
     """The address `host.docker.internal` (the `locust` scrape job) has in Prometheus's container:
     the host on Docker's default bridge, reachable from containers and not from the network."""
@@ -208,25 +241,44 @@ def host_gateway(stack: Stack) -> str:
     )
 
 
-def start_locust(stack: Stack, csv_prefix: Path, *args: str) -> subprocess.Popen:
+class LocustProcess(subprocess.Popen):
+    """A Locust run whose output goes to a file next to its CSV stats, not to a pipe: headless
+    Locust prints its stats table every few seconds, and a pipe nobody reads until the run ends
+    fills up (64 KiB, about two minutes) and blocks Locust mid-run, with its requests in flight
+    left for the balancer to close."""
+
+    output_file: Path
+
+    def finish(self, timeout: float | None = None) -> str:
+        """Wait for the run's end; its output."""
+        self.wait(timeout=timeout)
+        return self.output_file.read_text(errors="replace")
+
+
+def start_locust(stack: Stack, csv_prefix: Path, *args: str) -> LocustProcess:
     """`locust -f loadtest/` headless against the stack's API, writing Locust's CSV stats."""
-    return subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "locust"),
-            "-f",
-            str(ROOT / "loadtest"),
-            "--headless",
-            "--host",
-            stack.api,
-            "--csv",
-            str(csv_prefix),
-            *args,
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    output_file = Path(f"{csv_prefix}_output.txt")
+    with output_file.open("w") as out:
+        process = LocustProcess(
+            [
+                str(Path(sys.executable).parent / "locust"),
+                "-f",
+                str(ROOT / "loadtest"),
+                "--headless",
+                "--host",
+                stack.api,
+                "--csv",
+                str(csv_prefix),
+                *args,
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            preexec_fn=sigint_default,
+        )
+    process.output_file = output_file
+    return process
 
 
 def wait_until(predicate, timeout_s: float, every_s: float = 1) -> float | None:
@@ -317,8 +369,19 @@ def sentiment_load(stack: Stack, csv_prefix: Path, users: int = 8) -> Iterator[L
         time.sleep(5)  # requests in flight on both replicas
         yield load
     finally:
-        locust.send_signal(signal.SIGINT)  # Locust stops its users and writes its stats
-        load.output, _ = locust.communicate(timeout=120)
+        load.output = stop_locust(locust)
+
+
+def stop_locust(locust: LocustProcess, timeout_s: float = 60) -> str:
+    """SIGINT (Locust stops its users and writes its stats), then its output. A Locust that has
+    not stopped within `timeout_s` is killed: its `_stats.csv`, rewritten every second, still
+    holds the totals."""
+    locust.send_signal(signal.SIGINT)
+    try:
+        return locust.finish(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        locust.kill()
+        return locust.finish(timeout=30) + "\n[e2e] Locust killed: it did not stop on SIGINT"
 
 
 class FiringAlerts:
@@ -400,19 +463,67 @@ def fast_alert_rules() -> Path:
     return out
 
 
+@dataclass
+class UserStack:
+    """What runs under the project a user's own `docker compose up` gets, from before the tier:
+    their stack if one is up, else a small one (`prometheus` on the default port, with its
+    volumes) started here and removed after the tier."""
+
+    project: str
+    containers: list[str]
+    volumes: list[str]
+    started_here: bool
+
+    @staticmethod
+    def listed(kind: str, project: str) -> list[str]:
+        label = f"label=com.docker.compose.project={project}"
+        args = ["ps", "-q"] if kind == "container" else ["volume", "ls", "-q"]
+        return subprocess.run(
+            ["docker", *args, "--filter", label], capture_output=True, text=True, check=True
+        ).stdout.split()
+
+
+def user_env() -> dict[str, str]:
+    """The environment without the tier's settings: compose as the user runs it."""
+    return {key: value for key, value in os.environ.items() if key not in E2E_ENV}
+
+
 @pytest.fixture(scope="session")
-def stack(pytestconfig: pytest.Config) -> Iterator[Stack]:
+def user_stack() -> Iterator[UserStack]:
     compose = compose_command()
     if not compose or subprocess.run(["docker", "info"], capture_output=True).returncode:
         pytest.skip("no Docker engine or compose here; .ci/run installs and starts them")
+    # Without COMPOSE_PROJECT_NAME in .env, compose names the project after the directory.
+    project = env_file().get("COMPOSE_PROJECT_NAME") or re.sub(
+        r"[^-_a-z0-9]", "", ROOT.name.lower()
+    )
+    started_here = not UserStack.listed("container", project)
+    if started_here:
+        subprocess.run(
+            [*compose, "up", "-d", "--no-deps", "prometheus"], cwd=ROOT, env=user_env(), check=True
+        )
+    user = UserStack(
+        project,
+        UserStack.listed("container", project),
+        UserStack.listed("volume", project),
+        started_here,
+    )
+    yield user
+    if started_here:
+        subprocess.run([*compose, "down", "--volumes"], cwd=ROOT, env=user_env(), check=True)
+
+
+@pytest.fixture(scope="session")
+def stack(pytestconfig: pytest.Config, user_stack: UserStack) -> Iterator[Stack]:
+    compose = compose_command()
     env = env_file()
+    os.environ.update(E2E_ENV)  # every compose call and script of the session
     stack = Stack(
-        # Without COMPOSE_PROJECT_NAME, compose names the project after the directory.
-        project=env.get("COMPOSE_PROJECT_NAME") or re.sub(r"[^-_a-z0-9]", "", ROOT.name.lower()),
+        project=E2E_ENV["COMPOSE_PROJECT_NAME"],
         compose=compose,
-        api=f"http://127.0.0.1:{env.get('API_PORT', '8000')}",
-        dashboard=f"http://127.0.0.1:{env.get('RAY_DASHBOARD_PORT', '8265')}",
-        prometheus=f"http://127.0.0.1:{env.get('PROMETHEUS_PORT', '9090')}",
+        api=f"http://127.0.0.1:{E2E_ENV['API_PORT']}",
+        dashboard=f"http://127.0.0.1:{E2E_ENV['RAY_DASHBOARD_PORT']}",
+        prometheus=f"http://127.0.0.1:{E2E_ENV['PROMETHEUS_PORT']}",
         workers=int(env.get("RAY_WORKERS", "2")),
     )
     # From nothing: whatever a previous run left behind goes first. Progress is shown live.
@@ -420,18 +531,23 @@ def stack(pytestconfig: pytest.Config) -> Iterator[Stack]:
     with capture.global_and_fixture_disabled():
         if "compose.airgap.yaml" in env.get("COMPOSE_FILE", ""):
             print("\n[e2e] air-gapped stack (scripts/airgap-prepare.sh): runs without Grafana")
-        subprocess.run([str(ROOT / "scripts" / "down.sh")], cwd=ROOT, check=True)
-        original_env = strip_secrets_from_env_file()
+        # E2E_REUSE_STACK=1 (by hand, never in CI): keep a stack a previous run left up.
+        reuse = os.environ.get("E2E_REUSE_STACK") == "1"
+        if not reuse:
+            subprocess.run([str(ROOT / "scripts" / "down.sh")], cwd=ROOT, check=True)
         # Every compose call of the session (fixtures and tests) mounts the fast-alert copy.
         os.environ["PROMETHEUS_CONFIG_DIR"] = str(fast_alert_rules())
         # docker-compose 1.29 ignores `pull_policy: build` when the image exists, so the image
         # is brought up to date first; Compose v2 does this within `up`.
-        subprocess.run([*compose, "build", "models"], cwd=ROOT, check=True)
-        print("[e2e] plain `docker compose up -d`, no secrets in .env", flush=True)
-        plain = subprocess.run([*compose, "up", "-d"], cwd=ROOT)
+        subprocess.run([*compose, "build", "models", "ray-head"], cwd=ROOT, check=True)
+        print(
+            f"[e2e] plain `docker compose up -d` as project {stack.project}, no secrets given",
+            flush=True,
+        )
+        plain = subprocess.run([*compose, "up", "-d"], cwd=ROOT) if not reuse else None
         up = (
             subprocess.run([str(ROOT / "scripts" / "up.sh")], cwd=ROOT)
-            if not plain.returncode
+            if plain is None or not plain.returncode
             else plain
         )
     if up.returncode != 0:
@@ -439,8 +555,7 @@ def stack(pytestconfig: pytest.Config) -> Iterator[Stack]:
         subprocess.run([str(ROOT / "scripts" / "down.sh")], cwd=ROOT)
         pytest.fail(f"docker compose up -d / scripts/up.sh exited {up.returncode}")
     stack.token = stack.secret("ray_auth_token")
+    stack.first_start_logs = stack.run("logs", "--no-color").stdout
     yield stack
     if os.environ.get("E2E_KEEP_STACK") != "1":
         subprocess.run([str(ROOT / "scripts" / "down.sh")], cwd=ROOT)
-    if original_env is not None:
-        (ROOT / ".env").write_text(original_env)

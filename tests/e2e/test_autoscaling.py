@@ -89,7 +89,7 @@ def test_replicas_follow_a_step_load_up_and_back_down(stack: Stack, tmp_path: Pa
         if running_after is not None:
             time.sleep(10)  # both replicas serve under load for a while
             locust.send_signal(signal.SIGINT)  # Locust stops its users and writes its stats
-        output, _ = locust.communicate(timeout=duration_s + 120)
+        output = locust.finish(timeout=duration_s + 120)
         print(f"target raised after {decided_after} s, replica running {running_after} s later")
 
         assert decided_after is not None, (

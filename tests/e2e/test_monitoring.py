@@ -22,7 +22,14 @@ import pytest
 import requests
 
 from tests.conftest import ROOT
-from tests.e2e.conftest import Stack, host_gateway, locust_totals, run_job, start_locust
+from tests.e2e.conftest import (
+    LocustProcess,
+    Stack,
+    host_gateway,
+    locust_totals,
+    run_job,
+    start_locust,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -111,7 +118,7 @@ def panel_queries(dashboard: dict) -> dict[str, list[str]]:
 
 @dataclass
 class LocustRun:
-    process: subprocess.Popen
+    process: LocustProcess
     csv_prefix: Path
     exported_users: list
     output: str | None = None
@@ -119,7 +126,7 @@ class LocustRun:
     def finish(self) -> str:
         """Wait for the run's end (once) and return its output."""
         if self.output is None:
-            self.output, _ = self.process.communicate(timeout=180)
+            self.output = self.process.finish(timeout=180)
         return self.output
 
 
@@ -142,7 +149,7 @@ def traffic(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     yield run
     if process.poll() is None:
         process.kill()
-        process.communicate()
+        process.wait()
 
 
 def test_prometheus_scrapes_one_target_per_ray_node(stack: Stack) -> None:

@@ -115,11 +115,18 @@ def faulty(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
     config = yaml.safe_load(SERVE_CONFIG.read_text())
     for app in config["applications"]:
         app["runtime_env"]["env_vars"]["SERVE_APP_FAULT_INJECTION"] = "1"
-        app["args"]["models"]["embedding"]["timeout_s"] = 0.001
-        app["args"]["models"]["sentiment"]["timeout_s"] = SENTIMENT_TIMEOUT_S
+        if app["name"] == "embedding":
+            app["args"]["spec"]["timeout_s"] = 0.001
+        if app["name"] == "sentiment":
+            app["args"]["spec"]["timeout_s"] = SENTIMENT_TIMEOUT_S
     sentiment = deployment_of(config, "sentiment")
     sentiment["autoscaling_config"].update(min_replicas=2, max_replicas=2)
     sentiment["max_replicas_per_node"] = 1  # one on each worker: a worker crash takes one
+    # Outside Ray's CPU count (on workers only, like the Router), so the second replica has a
+    # place whichever worker the earlier modules' rollouts left the other models on: Serve moves
+    # no running replica to make room, and a worker can be full with summarization and embedding.
+    sentiment["ray_actor_options"].update(num_cpus=0, resources={"worker": 0.001})
+    sentiment["max_surge_percent"] = 0  # a surge replica would find no worker without one
     sentiment["health_check_period_s"] = HEALTH_PERIOD_S
     deploy_config(stack, config, tmp / "override.yaml")
     try:

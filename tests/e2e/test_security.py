@@ -23,8 +23,8 @@ PUBLISHED = {8000, 8265, 9090, 3000, 8089}  # API, Ray dashboard, Prometheus, Gr
 
 
 def test_secrets_generated_inside_the_stack(stack: Stack) -> None:
-    """The stack came up from a .env without secrets: compose handed the `secrets` service none,
-    and it made them."""
+    """The stack came up with no secrets given (blank in the environment, whatever .env holds):
+    compose handed the `secrets` service none, and it made them."""
     (container,) = stack.containers("secrets", exited=True)
     handed = dict(e.split("=", 1) for e in stack.inspect(container)["Config"]["Env"])
     assert {key: handed[key] for key in SECRET_KEYS} == dict.fromkeys(SECRET_KEYS, "")

@@ -82,7 +82,9 @@ def recreate_head(stack: Stack, compose_file: str, **env: str) -> None:
     new head takes the cluster over from Redis: GCS fault tolerance)."""
     os.environ["COMPOSE_FILE"] = compose_file
     os.environ.update(env)
-    workers = sum(not n["is_head_node"] for n in stack.nodes())
+    # Counted from the containers: Ray still counts a just-removed worker's node ALIVE until its
+    # heartbeats time out.
+    workers = len(stack.containers("ray-worker"))
     stack.run("up", "-d", "--no-deps", "ray-head")
     ready = wait_until(lambda: head_ready(stack, workers), 300, every_s=3)
     logs = stack.run("logs", "--tail", "80", "ray-head", check=False).stdout
@@ -95,14 +97,18 @@ def cluster_head(stack: Stack, host_addresses: None) -> Iterator[None]:
     saved = {key: os.environ.get(key) for key in ("COMPOSE_FILE", "RAY_CLUSTER_ADDRESS")}
     # The stack as configured (earlier modules scale and stop workers), and ready.
     subprocess.run([str(ROOT / "scripts" / "up.sh")], cwd=ROOT, check=True, timeout=900)
-    recreate_head(stack, compose_files("compose.cluster.yaml"), RAY_CLUSTER_ADDRESS=HOST_A)
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    recreate_head(stack, compose_files())
+    try:
+        recreate_head(stack, compose_files("compose.cluster.yaml"), RAY_CLUSTER_ADDRESS=HOST_A)
+        yield
+    finally:
+        # Back to the head as configured, also when the setup failed: every later compose call
+        # of the session (and scripts/up.sh) reads these from the environment.
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        recreate_head(stack, compose_files())
 
 
 @dataclass

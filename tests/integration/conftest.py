@@ -19,6 +19,7 @@ import requests
 import yaml
 from ray.cluster_utils import Cluster
 
+from serve.check_config import check_config
 from tests.conftest import ROOT, SERVE_CONFIG
 
 pytestmark = pytest.mark.integration
@@ -77,7 +78,7 @@ def test_config(tiny_models: Path) -> dict[str, Any]:
     router = apps[0]
     router["runtime_env"]["env_vars"]["SERVE_APP_FAULT_INJECTION"] = "1"  # one dict, aliased
     for app in apps:
-        app["args"]["model_dir"] = str(tiny_models)  # each a copy (YAML merge) of the Router's
+        app["args"]["api"]["model_dir"] = str(tiny_models)  # the Router's `api`, aliased
         for deployment in app["deployments"]:
             deployment.get("ray_actor_options", {}).pop("memory", None)
             deployment["health_check_period_s"] = 1
@@ -95,6 +96,7 @@ def test_config(tiny_models: Path) -> dict[str, Any]:
         *sentiment_only(router, sentiment, HASTY_APP, inference_timeout_s=0.0005),
         *renamed_default(router, sentiment, tiny_models),
     ]
+    check_config(config)  # what `serve deploy` gets is a config the stack would accept
     return config
 
 
@@ -102,15 +104,15 @@ def renamed_default(
     router: dict[str, Any], sentiment: dict[str, Any], tiny_models: Path
 ) -> list[dict[str, Any]]:
     """One sentiment model named `mood`, which is also `default_model`: no `sentiment` at all."""
-    apps = sentiment_only(router, sentiment, RENAMED_APP, inference_timeout_s=RENAMED_TIMEOUT_S)
-    spec = {**router["args"]["models"]["sentiment"], "source": str(tiny_models / "sentiment")}
-    for app in apps:
-        app["args"].update(models={"mood": spec}, default_model="mood", classify_model="mood")
-    model_app = apps[1]
+    variant, model_app = sentiment_only(
+        router, sentiment, RENAMED_APP, inference_timeout_s=RENAMED_TIMEOUT_S
+    )
+    variant["args"].update(models=["mood"], default_model="mood", classify_model="mood")
+    spec = {**sentiment["args"]["spec"], "source": str(tiny_models / "sentiment")}
     model_app.update(name=f"{RENAMED_APP}-mood", route_prefix=f"/{RENAMED_APP}/models/mood")
-    model_app["args"]["model"] = "mood"
+    model_app["args"].update(model="mood", spec=spec)
     model_app["deployments"][0]["name"] = "mood"
-    return apps
+    return [variant, model_app]
 
 
 def sentiment_only(
@@ -121,20 +123,24 @@ def sentiment_only(
     **user_config: Any,
 ) -> list[dict[str, Any]]:
     """A copy of the API at `/<name>`: its Router (application `name`) and one sentiment
-    replica (application `<name>-sentiment` at `/<name>/models/sentiment`), batches of one."""
+    replica (application `<name>-sentiment` at `/<name>/models/sentiment`), batches of one.
+    `inference_timeout_s` is the copy's shared `api` default, which the replica enforces (the
+    shipped sentiment spec sets no timeout of its own)."""
+    api = copy.deepcopy(router["args"]["api"])  # the copy's own, shared by its two applications
+    if inference_timeout_s is not None:
+        api["inference_timeout_s"] = inference_timeout_s
     args = {
         **copy.deepcopy(router["args"]),
-        "models": {"sentiment": router["args"]["models"]["sentiment"]},
+        "api": api,
+        "models": ["sentiment"],
         "model_app_prefix": f"{name}-",
     }
-    if inference_timeout_s is not None:
-        args["inference_timeout_s"] = inference_timeout_s
     variant = {**copy.deepcopy(router), "name": name, "route_prefix": f"/{name}", "args": args}
     model_app = copy.deepcopy(sentiment)
     model_app.update(
         name=f"{name}-sentiment",
         route_prefix=f"/{name}/models/sentiment",
-        args={**copy.deepcopy(args), "model": "sentiment"},
+        args={**copy.deepcopy(sentiment["args"]), "api": api},
     )
     deployment = model_app["deployments"][0]
     deployment.pop("autoscaling_config")

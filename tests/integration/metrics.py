@@ -27,12 +27,28 @@ def batches_larger_than(buckets: dict[float, float], size: int) -> float:
 
 
 def router_responses(text: str) -> dict[tuple[str, str, str, str], float]:
-    """(application, model, route, code) -> answers counted by `ray_router_responses_total`."""
+    """(application, model, route, code) -> answers counted by `ray_router_responses_total`,
+    summed over the model versions that answered."""
     counted: dict[tuple[str, str, str, str], float] = {}
+    for (app, model, _, route, code), value in router_responses_by_version(text).items():
+        counted[(app, model, route, code)] = counted.get((app, model, route, code), 0.0) + value
+    return counted
+
+
+def router_responses_by_version(text: str) -> dict[tuple[str, str, str, str, str], float]:
+    """(application, model, version, route, code) -> answers counted by
+    `ray_router_responses_total`."""
+    counted: dict[tuple[str, str, str, str, str], float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "ray_router_responses_total":
                 labels = sample.labels
-                key = (labels["application"], labels["model"], labels["route"], labels["code"])
+                key = (
+                    labels["application"],
+                    labels["model"],
+                    labels["version"],
+                    labels["route"],
+                    labels["code"],
+                )
                 counted[key] = counted.get(key, 0.0) + sample.value
     return counted

@@ -10,8 +10,9 @@ import pytest
 import requests
 from ray import serve
 
+from tests.conftest import deployment_of
 from tests.integration.conftest import RENAMED_APP, LocalCluster
-from tests.integration.metrics import router_responses
+from tests.integration.metrics import router_responses, router_responses_by_version
 
 pytestmark = pytest.mark.integration
 
@@ -127,15 +128,24 @@ def test_embedding_is_normalized_and_meaningful(api: str) -> None:
     assert cosine(cat, kitten) > cosine(cat, stocks) + 0.2
 
 
-def test_models_lists_live_settings(api: str) -> None:
+def test_models_lists_live_settings(cluster: LocalCluster, api: str) -> None:
+    """What the deployed config set, read from the live replicas."""
     resp = requests.get(f"{api}/models", timeout=30)
     assert resp.status_code == 200
     models = {m["name"]: m for m in resp.json()["models"]}
     assert set(models) == {"sentiment", "summarization", "embedding"}
     assert models["summarization"]["task"] == "summarization"
-    assert models["embedding"]["batching"]["max_batch_size"] == 16
-    assert models["sentiment"]["autoscaling"]["min_replicas"] == 2
-    assert models["sentiment"]["max_ongoing_requests"] == 128
+    embedding = deployment_of(cluster.base_config, "embedding")
+    assert (
+        models["embedding"]["batching"]["max_batch_size"]
+        == (embedding["user_config"]["max_batch_size"])
+    )
+    sentiment = deployment_of(cluster.base_config, "sentiment")
+    assert models["sentiment"]["autoscaling"]["min_replicas"] == 2  # test_config's
+    assert models["sentiment"]["max_ongoing_requests"] == sentiment["max_ongoing_requests"]
+    for model in models.values():
+        assert model["version"] == "1", model  # the shipped specs' version
+        assert model["canary"] is None, model
 
 
 def test_openapi_and_docs_served(api: str) -> None:
@@ -258,3 +268,8 @@ def test_every_answer_is_counted_by_model_and_status(cluster: LocalCluster, api:
         for code in ("500", "503", "504"):
             assert ("models", model, "/predict", code) in counted, (model, code, sorted(counted))
     assert counted[("models", "summarization", "/predict", "503")] == 0
+    # An answer carries the version of the model that gave it ("" where none answered).
+    by_version = router_responses_by_version(cluster.metrics_text())
+    answered = ("models", "sentiment", "1", "/predict", "200")
+    assert by_version.get(answered, 0) > 0, sorted(by_version)
+    assert {version for _, _, version, _, _ in by_version} <= {"", "1"}, sorted(by_version)

@@ -82,6 +82,8 @@ def test_user_config_batch_size_change_is_live(cluster: LocalCluster, api: str) 
     (embedding,) = next(a for a in config["applications"] if a["name"] == "embedding")[
         "deployments"
     ]
+    configured = embedding["user_config"]["max_batch_size"]
+    assert configured > 2, "the change must be visible"
     embedding["user_config"]["max_batch_size"] = 2
     try:
         cluster.deploy(config)
@@ -105,7 +107,7 @@ def test_user_config_batch_size_change_is_live(cluster: LocalCluster, api: str) 
         after = settled(cluster, "embedding")
         assert batches_larger_than(after, 2) == over_two_before, (seen, after)
     finally:
-        embedding["user_config"]["max_batch_size"] = 16
+        embedding["user_config"]["max_batch_size"] = configured
         cluster.deploy(config)
 
 

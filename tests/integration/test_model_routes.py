@@ -11,7 +11,7 @@ import requests
 from ray import serve
 
 from tests.integration.conftest import HASTY_APP, RENAMED_APP, STRICT_APP, LocalCluster
-from tests.integration.metrics import router_responses
+from tests.integration.metrics import router_responses, router_responses_by_version
 from tests.integration.test_api import (
     SUMMARY_INPUT,
     assert_error,
@@ -136,6 +136,11 @@ def test_answers_are_counted_by_the_model_not_the_router(cluster: LocalCluster, 
         time.sleep(2)
     assert wanted <= counted.keys(), (sorted(wanted - counted.keys()), sorted(counted))
     assert ("models", "sentiment", ROUTE, "200") not in counted, "went through the Router"
+    # The model's own answers carry its version, its errors included.
+    by_version = router_responses_by_version(cluster.metrics_text())
+    for key in wanted - {("models", "", ROUTE, "404")}:
+        app, model, route, code = key
+        assert (app, model, "1", route, code) in by_version, (key, sorted(by_version))
     # Each model application's server-error series exist from its start, at 0 until an error.
     for model in ("summarization", "embedding"):
         for code in ("500", "503", "504"):

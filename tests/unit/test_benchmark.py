@@ -122,7 +122,12 @@ def test_benchmark_configs_are_the_shipped_ones_cut_to_sentiment(tmp_path: Path)
     router, sentiment = ours["applications"]
     assert (router["name"], sentiment["name"]) == ("models", "sentiment")
     assert sentiment["route_prefix"] + "/predict" == run.MODEL_PATH
-    assert sentiment["args"]["models"]["sentiment"]["runtime"] == "onnxruntime"
+    assert router["args"]["models"] == ["sentiment"]
+    assert sentiment["args"]["spec"]["runtime"] == "onnxruntime"
+    assert sentiment["args"]["spec"]["quantize"] == "int8"
+    assert (
+        router["args"]["api"]["model_dir"] == sentiment["args"]["api"]["model_dir"] == str(tmp_path)
+    )
     (deployment,) = sentiment["deployments"]
     assert deployment["autoscaling_config"]["min_replicas"] == 2
     assert run.noop_config(tmp_path)["applications"][1]["import_path"] == "noop_app:build"

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,14 +145,24 @@ def healthy_hub(request: pytest.FixtureRequest) -> Iterator[None]:
         request.getfixturevalue("hub").hub.heal()
 
 
-def write_config(path: Path, models: dict[str, tuple[str, str | None]], **extra: str) -> Path:
-    specs: dict[str, dict[str, Any]] = {}
+def model_app(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A model's application in a Serve config, as serve/serve_config.yaml lays one out."""
+    return {
+        "name": name,
+        "import_path": "serve.app:build_model_app",
+        "args": {"model": name, "spec": spec},
+    }
+
+
+def write_config(path: Path, models: dict[str, tuple[str, str | None]], **extra: Any) -> Path:
+    router = {"import_path": "serve.app:build_app", "args": {"models": list(models)}}
+    apps = [router]
     for name, (source, revision) in models.items():
-        specs[name] = {"task": "sentiment", "source": source, **extra}
+        spec = {"task": "sentiment", "source": source, **extra}
         if revision:
-            specs[name]["revision"] = revision
-    app = {"import_path": "serve.app:build_app", "args": {"models": specs}}
-    path.write_text(yaml.safe_dump({"applications": [app]}))
+            spec["revision"] = revision
+        apps.append(model_app(name, spec))
+    path.write_text(yaml.safe_dump({"applications": apps}))
     return path
 
 
@@ -205,8 +216,8 @@ def leftovers(dest: Path) -> list[str]:
 
 def test_fetch_copies_local_sources_and_is_idempotent(tiny_models: Path, tmp_path: Path) -> None:
     config = yaml.safe_load(SERVE_CONFIG.read_text())
-    for name, spec in config["applications"][0]["args"]["models"].items():
-        spec["source"] = str(tiny_models / name)
+    for app in config["applications"][1:]:
+        app["args"]["spec"]["source"] = str(tiny_models / app["args"]["model"])
     config_path = tmp_path / "serve_config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     dest = tmp_path / "models"
@@ -230,14 +241,7 @@ def test_fetch_copies_local_sources_and_is_idempotent(tiny_models: Path, tmp_pat
 
 def test_fetch_unreachable_source_fails_clearly(tmp_path: Path) -> None:
     config = {
-        "applications": [
-            {
-                "import_path": "serve.app:build_app",
-                "args": {
-                    "models": {"sentiment": {"task": "sentiment", "source": "/nonexistent/x"}}
-                },
-            }
-        ]
+        "applications": [model_app("sentiment", {"task": "sentiment", "source": "/nonexistent/x"})]
     }
     config_path = tmp_path / "c.yaml"
     config_path.write_text(yaml.safe_dump(config))
@@ -249,6 +253,50 @@ def test_fetch_unreachable_source_fails_clearly(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "sentiment: could not fetch '/nonexistent/x'" in result.stderr
+
+
+def test_configured_models_are_the_model_applications_and_their_canaries(tmp_path: Path) -> None:
+    """A canary is fetched beside its stable model as `<name>@<version>`, from the stable's
+    source (and revision) unless it names its own; the Router's args name no source."""
+    script = load_script(SCRIPT)
+    config = write_config(
+        tmp_path / "serve_config.yaml",
+        {"sentiment": (SAFE_REPO, "abc123"), "embedding": (BIN_REPO, None)},
+        runtime="onnxruntime",
+    )
+    apps = yaml.safe_load(config.read_text())["applications"]
+    apps[1]["args"]["spec"]["canary"] = {"version": "2", "steps": [50, 100]}
+    apps[2]["args"]["spec"]["canary"] = {"version": "v2", "source": EMPTY_REPO}
+    config.write_text(yaml.safe_dump({"applications": apps}))
+    model = script.Model
+    assert script.configured_models(config) == {
+        "sentiment": model(SAFE_REPO, "abc123", "sentiment", "onnxruntime"),
+        "sentiment@2": model(SAFE_REPO, "abc123", "sentiment", "onnxruntime"),
+        "embedding": model(BIN_REPO, None, "sentiment", "onnxruntime"),
+        # Its own source: the default branch, not the stable source's pinned revision.
+        "embedding@v2": model(EMPTY_REPO, None, "sentiment", "onnxruntime"),
+    }
+    # The shipped config: one model directory per model application, no canary.
+    assert set(script.configured_models(SERVE_CONFIG)) == {
+        "sentiment",
+        "summarization",
+        "embedding",
+    }
+
+
+def test_canary_weights_land_beside_the_stable_ones(tiny_models: Path, tmp_path: Path) -> None:
+    """`<dest>/<name>@<version>/` is prepared like `<dest>/<name>/`, from the stable source."""
+    script = load_script(SCRIPT)
+    source = str(tiny_models / "summarization")  # no ONNX export: quick
+    config = write_config(tmp_path / "serve_config.yaml", {"summary": (source, None)})
+    apps = yaml.safe_load(config.read_text())["applications"]
+    apps[1]["args"]["spec"].update(task="summarization", canary={"version": "2"})
+    config.write_text(yaml.safe_dump({"applications": apps}))
+    dest = tmp_path / "models"
+    assert script.main(["--config", str(config), "--dest", str(dest)]) == 0
+    for name in ("summary", "summary@2"):
+        assert json.loads((dest / name / ".fetched.json").read_text())["source"] == source
+        assert files_in(dest / name) - {".fetched.json"} == files_in(tiny_models / "summarization")
 
 
 def test_hub_models_land_with_loadable_weights_only(hub: Hub, tmp_path: Path) -> None:
@@ -553,3 +601,17 @@ def test_failed_export_stops_only_a_model_on_onnxruntime(
     stderr = capsys.readouterr().err
     assert "sentiment: ONNX export failed: exporter broke" in stderr
     assert ("served all the same" in stderr) == (runtime == "torch")
+
+
+def test_download_progress_shows_in_the_services_own_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """While files land, a line every interval with the MB so far, then nothing once done."""
+    script = load_script(SCRIPT)
+    with script.progress("sentiment", tmp_path, total_mb=3, every_s=0.05):
+        for i in range(3):
+            (tmp_path / f"part{i}").write_bytes(b"\0" * 1_000_000)
+            time.sleep(0.2)
+    lines = capsys.readouterr().out.splitlines()
+    assert "[models] sentiment: 3 of 3 MB" in lines, lines
+    assert lines == sorted(set(lines), key=lines.index), "a line repeated with nothing new"

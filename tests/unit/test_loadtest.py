@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, sigint_default
 
 LOCUST = Path(sys.executable).parent / "locust"
 PROC_NET = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
@@ -111,6 +111,7 @@ def start_locust(argv: list[str], cwd: Path, env: dict[str, str], *ports: int) -
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=sigint_default,
     )
     deadline = time.monotonic() + 60
     while not all(listeners(port) for port in ports):
@@ -257,3 +258,38 @@ def test_headless_run_from_locust_variables(
     assert f"Shape test updating to {users} users" in output, output[-3000:]
     assert f"({users} total users)" in output, output[-3000:]
     assert time.monotonic() - started < 30, "LOCUST_RUN_TIME did not end the run"
+
+
+# Run with SIGINT ignored, as everything a background job of a non-interactive shell starts is
+# (`nohup bash .ci/run &`, cron, many CI runners): the e2e tier's load helper must still stop
+# its Locust with SIGINT and read the stats it wrote, not wait out its timeout and kill it.
+IGNORING_SIGINT = """
+import signal, sys, time
+from pathlib import Path
+from tests.e2e.conftest import Stack, sentiment_load
+assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+stack = Stack("none", [], api=sys.argv[1], dashboard="", prometheus="", workers=0)
+started = time.monotonic()
+with sentiment_load(stack, Path(sys.argv[2]), users=2) as load:
+    pass
+sent, failed, _ = load.totals()
+print("RESULT", sent, failed, round(time.monotonic() - started), "Locust killed" in load.output)
+"""
+
+
+def test_e2e_load_helper_stops_locust_when_sigint_is_ignored(tmp_path: Path, fake_api: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", IGNORING_SIGINT, fake_api, str(tmp_path / "load")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    line = next(x for x in result.stdout.splitlines() if x.startswith("RESULT"))
+    _, sent, failed, seconds, killed = line.split()
+    assert int(sent) > 0 and int(failed) == 0, line
+    # The helper waits 5 s with Locust running, then up to 60 s for it to stop before a kill.
+    assert killed == "False" and int(seconds) < 30, line

@@ -1,4 +1,4 @@
-"""The README's port table ("Beyond one host") is what the Ray nodes are started with and what
+"""The port table (docs/beyond-one-host.md) is what the Ray nodes are started with and what
 the head (compose.cluster.yaml) and a remote worker (compose.worker.yaml) publish."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ FLAG = re.compile(r"--((?:[a-z-]+-)?port)=(\d+)")
 
 def port_table() -> list[dict[str, str]]:
     """The table's rows: port (a number or a range), set_by, open."""
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("#### Port table") :]
+    text = (ROOT / "docs" / "beyond-one-host.md").read_text()
+    section = text[text.index("### Port table") :]
     rows = []
     for line in section.splitlines()[1:]:
         if rows and not line.startswith("|"):

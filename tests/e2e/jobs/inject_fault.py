@@ -1,4 +1,5 @@
-"""A Ray job that injects a fault into one sentiment replica: `python inject_fault.py <method>`,
+"""A Ray job that injects a fault into one sentiment replica: `python inject_fault.py <method>
+[application [count]]` (default `sentiment`; `sentiment-canary` for a canary),
 where <method> is one of the model deployment's fault-injection methods (`fail_health_checks`,
 `hang_next_batch`, `fail_next_batches`).
 
@@ -16,10 +17,11 @@ import sys
 from ray import serve
 
 
-async def inject(method: str) -> str:
-    handle = serve.get_deployment_handle("sentiment", app_name="sentiment")
-    return await asyncio.wait_for(getattr(handle, method).remote(), timeout=60)
+async def inject(method: str, app: str, *args: int) -> str:
+    handle = serve.get_deployment_handle("sentiment", app_name=app)
+    return await asyncio.wait_for(getattr(handle, method).remote(*args), timeout=60)
 
 
 if __name__ == "__main__":
-    print(f"VICTIM={asyncio.run(inject(sys.argv[1]))}")
+    app = sys.argv[2] if len(sys.argv) > 2 else "sentiment"
+    print(f"VICTIM={asyncio.run(inject(sys.argv[1], app, *map(int, sys.argv[3:])))}")
