@@ -64,6 +64,34 @@ E2E_ENV = {
 }
 
 
+# Two hosts on one machine (test_two_hosts): two addresses on a veth link of their own in the
+# root namespace. Host A is where the e2e stack publishes its cluster ports (compose.cluster.yaml,
+# from the first start: no node is recreated for the two-host tests); host B runs a remote worker.
+HOST_LINK = ("rsc-host-a", "rsc-host-b")
+HOST_A = "10.200.0.1"
+HOST_B = "10.200.0.2"
+
+
+def compose_files(*extra: str) -> str:
+    """COMPOSE_FILE as .env sets it (the air-gapped override, if any), plus `extra`."""
+    return ":".join([env_file().get("COMPOSE_FILE", "compose.yaml"), *extra])
+
+
+def open_to_host_b() -> dict[str, str]:
+    """Host A's and host B's addresses, and the settings that publish the head's cluster ports
+    on host A; none where the addresses cannot be added (root only: CI runs as root)."""
+    if os.geteuid() != 0:
+        return {}
+    link = ["ip", "link"]
+    subprocess.run([*link, "del", HOST_LINK[0]], capture_output=True)
+    subprocess.run([*link, "add", HOST_LINK[0], "type", "veth", "peer", "name", HOST_LINK[1]])
+    for address in (HOST_A, HOST_B):
+        subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", HOST_LINK[0]], check=True)
+    for end in HOST_LINK:
+        subprocess.run([*link, "set", end, "up"], check=True)
+    return {"COMPOSE_FILE": compose_files("compose.cluster.yaml"), "RAY_CLUSTER_ADDRESS": HOST_A}
+
+
 def compose_command() -> list[str]:
     if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
         return ["docker", "compose"]
@@ -485,7 +513,8 @@ class UserStack:
 
 def user_env() -> dict[str, str]:
     """The environment without the tier's settings: compose as the user runs it."""
-    return {key: value for key, value in os.environ.items() if key not in E2E_ENV}
+    tier = {*E2E_ENV, "COMPOSE_FILE", "RAY_CLUSTER_ADDRESS"}
+    return {key: value for key, value in os.environ.items() if key not in tier}
 
 
 @pytest.fixture(scope="session")
@@ -518,6 +547,8 @@ def stack(pytestconfig: pytest.Config, user_stack: UserStack) -> Iterator[Stack]
     compose = compose_command()
     env = env_file()
     os.environ.update(E2E_ENV)  # every compose call and script of the session
+    cluster = open_to_host_b()
+    os.environ.update(cluster)
     stack = Stack(
         project=E2E_ENV["COMPOSE_PROJECT_NAME"],
         compose=compose,
@@ -559,3 +590,5 @@ def stack(pytestconfig: pytest.Config, user_stack: UserStack) -> Iterator[Stack]
     yield stack
     if os.environ.get("E2E_KEEP_STACK") != "1":
         subprocess.run([str(ROOT / "scripts" / "down.sh")], cwd=ROOT)
+        if cluster:
+            subprocess.run(["ip", "link", "del", HOST_LINK[0]], capture_output=True)

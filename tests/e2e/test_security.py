@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 
@@ -20,6 +21,9 @@ INTERNAL_PORTS = {
     8404: "load balancer metrics",
 }
 PUBLISHED = {8000, 8265, 9090, 3000, 8089}  # API, Ray dashboard, Prometheus, Grafana, Locust UI
+# The head's cluster ports (compose.cluster.yaml, docs/beyond-one-host.md): GCS, node manager,
+# object manager, and the workers' range.
+CLUSTER_TABLE = {6379, 6380, 6381, *range(10002, 10042)}
 
 
 def test_secrets_generated_inside_the_stack(stack: Stack) -> None:
@@ -83,14 +87,22 @@ def test_internal_ports_are_not_reachable_from_the_host(stack: Stack) -> None:
 
 
 def test_published_ports_bind_to_loopback_only(stack: Stack) -> None:
-    published = set()
+    """Loopback only; with compose.cluster.yaml (the e2e stack opens to host B), the head's
+    cluster port table also on RAY_CLUSTER_ADDRESS, and nothing else there."""
+    published, cluster = set(), set()
     for container in stack.containers():
         ports = stack.inspect(container)["NetworkSettings"]["Ports"] or {}
         for inner, bindings in ports.items():
             for binding in bindings or []:
+                port = int(inner.split("/")[0])
+                if binding["HostIp"] == os.environ.get("RAY_CLUSTER_ADDRESS"):
+                    assert container in stack.containers("ray-head"), (container, inner)
+                    cluster.add(port)
+                    continue
                 assert binding["HostIp"] == "127.0.0.1", (container, inner, binding)
-                published.add(int(inner.split("/")[0]))
+                published.add(port)
     assert published and published <= PUBLISHED, published
+    assert cluster <= CLUSTER_TABLE, cluster - CLUSTER_TABLE
 
 
 def test_ray_containers_run_as_non_root(stack: Stack) -> None:

@@ -2,11 +2,11 @@
 scraped, and is lost under load without a failed request.
 
 The hosts are two addresses on a veth link in the root network namespace (host A: HOST_A, where
-the head publishes its cluster ports through compose.cluster.yaml; host B: HOST_B, where the
-remote worker publishes its own through compose.worker.yaml, run as a compose project of its own
-with its own bridge network). Docker isolates the two bridge networks from each other, so the
-only way between the hosts' containers is through ports published on those addresses: the port
-table. The head is recreated with compose.cluster.yaml for this module and recreated back after.
+the e2e stack's head publishes its cluster ports through compose.cluster.yaml from its first
+start; host B: HOST_B, where the remote worker publishes its own through compose.worker.yaml, run
+as a compose project of its own with its own bridge network). Docker isolates the two bridge
+networks from each other, so the only way between the hosts' containers is through ports
+published on those addresses: the port table.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ import yaml
 
 from tests.conftest import ROOT, SERVE_CONFIG, deployment_of
 from tests.e2e.conftest import (
+    HOST_A,
+    HOST_B,
     Stack,
     deploy_config,
-    env_file,
     prometheus_value,
     running,
     sentiment_load,
@@ -35,9 +36,6 @@ from tests.e2e.conftest import (
 
 pytestmark = pytest.mark.e2e
 
-LINK = ("rsc-host-a", "rsc-host-b")  # a veth pair; its first end holds both hosts' addresses
-HOST_A = "10.200.0.1"
-HOST_B = "10.200.0.2"
 REMOTE_PROJECT = "ray-serve-cluster-host-b"
 # A port the head listens on that the port table keeps to the node itself (the dashboard agent's
 # HTTP side): not published, so host B cannot reach it.
@@ -46,69 +44,6 @@ UNPUBLISHED_HEAD_PORT = 6383
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, check=check)
-
-
-@pytest.fixture(scope="module")
-def host_addresses() -> Iterator[None]:
-    """Both hosts' addresses, on a veth link of their own (root only: CI runs as root)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to add the two hosts' addresses (ip link); CI runs as root")
-    sh("ip", "link", "del", LINK[0], check=False)
-    sh("ip", "link", "add", LINK[0], "type", "veth", "peer", "name", LINK[1])
-    for address in (HOST_A, HOST_B):
-        sh("ip", "addr", "add", f"{address}/32", "dev", LINK[0])
-    for end in LINK:
-        sh("ip", "link", "set", end, "up")
-    yield
-    sh("ip", "link", "del", LINK[0], check=False)
-
-
-def compose_files(*extra: str) -> str:
-    """COMPOSE_FILE as .env sets it (the air-gapped override, if any), plus `extra`."""
-    return ":".join([env_file().get("COMPOSE_FILE", "compose.yaml"), *extra])
-
-
-def head_ready(stack: Stack, workers: int) -> bool:
-    nodes = stack.nodes()
-    return (
-        sum(n["is_head_node"] for n in nodes) == 1
-        and sum(not n["is_head_node"] for n in nodes) == workers
-        and stack.serve_status() == "RUNNING"
-    )
-
-
-def recreate_head(stack: Stack, compose_file: str, **env: str) -> None:
-    """`up -d --no-deps ray-head` with these settings, then wait for the cluster to settle (the
-    new head takes the cluster over from Redis: GCS fault tolerance)."""
-    os.environ["COMPOSE_FILE"] = compose_file
-    os.environ.update(env)
-    # Counted from the containers: Ray still counts a just-removed worker's node ALIVE until its
-    # heartbeats time out.
-    workers = len(stack.containers("ray-worker"))
-    stack.run("up", "-d", "--no-deps", "ray-head")
-    ready = wait_until(lambda: head_ready(stack, workers), 300, every_s=3)
-    logs = stack.run("logs", "--tail", "80", "ray-head", check=False).stdout
-    assert ready is not None, f"the recreated head did not settle: {stack.run('ps').stdout}{logs}"
-
-
-@pytest.fixture(scope="module")
-def cluster_head(stack: Stack, host_addresses: None) -> Iterator[None]:
-    """The head with compose.cluster.yaml: cluster ports published on HOST_A."""
-    saved = {key: os.environ.get(key) for key in ("COMPOSE_FILE", "RAY_CLUSTER_ADDRESS")}
-    # The stack as configured (earlier modules scale and stop workers), and ready.
-    subprocess.run([str(ROOT / "scripts" / "up.sh")], cwd=ROOT, check=True, timeout=900)
-    try:
-        recreate_head(stack, compose_files("compose.cluster.yaml"), RAY_CLUSTER_ADDRESS=HOST_A)
-        yield
-    finally:
-        # Back to the head as configured, also when the setup failed: every later compose call
-        # of the session (and scripts/up.sh) reads these from the environment.
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        recreate_head(stack, compose_files())
 
 
 @dataclass
@@ -141,8 +76,10 @@ def remote_compose(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]
 
 
 @pytest.fixture(scope="module")
-def remote(stack: Stack, cluster_head: None) -> Iterator[Remote]:
+def remote(stack: Stack) -> Iterator[Remote]:
     """compose.worker.yaml on host B, joined to the cluster."""
+    if os.environ.get("RAY_CLUSTER_ADDRESS") != HOST_A:
+        pytest.skip("needs root to add the two hosts' addresses (ip link); CI runs as root")
     up = remote_compose(stack, "up", "-d")
     assert up.returncode == 0, up.stdout + up.stderr
     try:
