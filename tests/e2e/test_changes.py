@@ -208,7 +208,11 @@ def timeline(log: Path) -> list[str]:
 
 
 def test_good_canary_is_promoted(stack: Stack, tmp_path: Path) -> None:
-    config = canary_config(tmp_path, "2", source="/models/sentiment")
+    # The same weights as stable: only noise can fail it. On this shared 2-core machine one
+    # answer queued behind another application's batch puts the p95 of an interval's ~10 canary
+    # answers into Serve's 2-5 s histogram bucket (a rollback at 3650 ms vs 675 ms was seen), so
+    # the p95 bound is wide here; the rollback on p95 is unit-tested (tests/unit/test_rollout.py).
+    config = canary_config(tmp_path, "2", source="/models/sentiment", max_p95_ratio=10.0)
     prepare_models(stack, config)
     log = tmp_path / "deploy.log"
     with (
