@@ -12,7 +12,9 @@ not ready, or not done, when its timeout passes.
     ... drain --container C --node-id ID --deadline 600
     ... migrate --container C --node-id ID --baseline JSON --timeout 600
 
-A container's Ray node is the ALIVE node whose `node_ip` is one of the container's addresses.
+A container's Ray node is the ALIVE node whose `node_ip` is one of the container's addresses, or
+its host name: the head advertises `ray-head` where the stack is opened to other hosts
+(compose.cluster.yaml).
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ class Container:
     status: str  # Docker's: running, restarting, exited, ...
     health: str  # healthy, starting, unhealthy; empty without a healthcheck
     exit_code: int
-    ips: set[str] = field(default_factory=set)
+    ips: set[str] = field(default_factory=set)  # its addresses and its host name
     health_output: str = ""
 
     @classmethod
@@ -114,7 +116,8 @@ class Container:
             status=state["Status"],
             health=health.get("Status", ""),
             exit_code=state.get("ExitCode", 0),
-            ips={net["IPAddress"] for net in networks.values() if net.get("IPAddress")},
+            ips={net["IPAddress"] for net in networks.values() if net.get("IPAddress")}
+            | {(info.get("Config") or {}).get("Hostname") or info["Id"][:12]},
             health_output=(checks[-1].get("Output") or "").strip()[-300:],
         )
 
