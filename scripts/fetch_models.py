@@ -193,12 +193,13 @@ def progress(label: str, into: Path, total_mb: float, every_s: float = 10.0) -> 
     done = threading.Event()
 
     def report() -> None:
-        last = -1.0
+        last = ""
         while not done.wait(every_s):
             mb = sum(p.stat().st_size for p in into.rglob("*") if p.is_file()) / 1e6
-            if mb != last:
-                print(f"[models] {label}: {mb:.0f} of {total_mb:.0f} MB", flush=True)
-                last = mb
+            line = f"[models] {label}: {mb:.0f} of {total_mb:.0f} MB"
+            if line != last:  # as printed: 2.6 and 3.0 MB are both "3", said once
+                print(line, flush=True)
+                last = line
 
     thread = threading.Thread(target=report, daemon=True)
     thread.start()

@@ -140,10 +140,13 @@ def test_hung_replica_is_replaced(cluster: LocalCluster, api: str) -> None:
     print(f"\nhung replica replaced and serving after {replaced_s:.1f} s: {counts}")
     assert victim not in alive_replicas("mood", MOOD_APP), "the hung replica is still there"
     assert set(counts) == {200, 504} and statuses[-1] == 200, counts
-    # 504 at the model's timeout (a request that waited for a slot behind the hung batch starts
-    # its timeout on reaching the replica: measured up to 5.1 s), not later; hung past the
-    # timeout, then 3 failed checks 1 s apart, then a tiny model loads: within four timeouts.
-    assert max(timings) < 2 * RENAMED_TIMEOUT_S, max(timings)
+    # 504 at the model's timeout, not later. A request that waited for a slot behind the hung
+    # batch starts its timeout on reaching the replica, and the slot frees when the request
+    # holding it times out: at most two timeouts, plus the client's and Serve's own time on a
+    # loaded 2-core machine (measured up to 5.1 s, and 6.5 s in a CI run: 2 x 3.1 s + 0.3 s).
+    # Hung past the timeout, then 3 failed checks 1 s apart, then a tiny model loads: within
+    # four timeouts.
+    assert max(timings) < 2 * RENAMED_TIMEOUT_S + 1.5, max(timings)
     assert replaced_s < 4 * RENAMED_TIMEOUT_S + 10, replaced_s
 
 
