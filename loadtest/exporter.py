@@ -20,8 +20,10 @@ Values are read from Locust's stats at scrape time by a prometheus-client collec
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Iterator
 
+import gevent
 from gevent.pywsgi import WSGIServer
 from locust import events
 from locust.env import Environment
@@ -104,3 +106,9 @@ def start_exporter(environment: Environment, **_: object) -> None:
     # still reaches Locust's shutdown; the wsgiref handler behind start_http_server swallows it.
     WSGIServer((host, port), make_wsgi_app(), log=None).start()
     logger.info("Prometheus exporter of Locust stats on %s:%d/metrics", host, port)
+    # Python raises a Ctrl+C's KeyboardInterrupt in whichever greenlet runs when it lands; in one
+    # serving a request (under a steady scrape) it could end there and Locust ran on. Taken by
+    # gevent's loop instead, it is thrown into the main greenlet, where Locust's shutdown waits
+    # for it, as for SIGTERM.
+    main = gevent.getcurrent()
+    gevent.signal_handler(signal.SIGINT, lambda: main.throw(KeyboardInterrupt))
