@@ -84,7 +84,9 @@ def open_to_host_b() -> dict[str, str]:
         return {}
     link = ["ip", "link"]
     subprocess.run([*link, "del", HOST_LINK[0]], capture_output=True)
-    subprocess.run([*link, "add", HOST_LINK[0], "type", "veth", "peer", "name", HOST_LINK[1]])
+    subprocess.run(
+        [*link, "add", HOST_LINK[0], "type", "veth", "peer", "name", HOST_LINK[1]], check=True
+    )
     for address in (HOST_A, HOST_B):
         subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", HOST_LINK[0]], check=True)
     for end in HOST_LINK:
@@ -213,6 +215,11 @@ class Stack:
             ["docker", "inspect", container], capture_output=True, text=True, check=True
         ).stdout
         return json.loads(out)[0]
+
+    def addresses(self, container: str) -> set[str]:
+        """The container's addresses on its compose networks."""
+        networks = self.inspect(container)["NetworkSettings"]["Networks"].values()
+        return {net["IPAddress"] for net in networks}
 
     def ray_targets(self) -> list[dict]:
         """Prometheus's active scrape targets of the `ray` job (one per node)."""

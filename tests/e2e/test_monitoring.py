@@ -159,9 +159,9 @@ def test_prometheus_scrapes_one_target_per_ray_node(stack: Stack) -> None:
     # Each node's container address (the head advertises its name, `ray-head`, where the stack is
     # opened to other hosts: compose.cluster.yaml).
     addresses = {
-        net["IPAddress"]
+        address
         for c in stack.containers("ray-head") + stack.containers("ray-worker")
-        for net in stack.inspect(c)["NetworkSettings"]["Networks"].values()
+        for address in stack.addresses(c)
     }
     assert {i.rsplit(":", 1)[0] for i in instances} == addresses
 

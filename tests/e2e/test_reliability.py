@@ -78,10 +78,7 @@ def container_of_node(stack: Stack, node_id: str) -> str:
     return next(
         c
         for c in stack.containers("ray-worker") + stack.containers("ray-head")
-        if any(
-            net["IPAddress"] == ip
-            for net in stack.inspect(c)["NetworkSettings"]["Networks"].values()
-        )
+        if ip in stack.addresses(c)
     )
 
 

@@ -90,13 +90,14 @@ def test_published_ports_bind_to_loopback_only(stack: Stack) -> None:
     """Loopback only; with compose.cluster.yaml (the e2e stack opens to host B), the head's
     cluster port table also on RAY_CLUSTER_ADDRESS, and nothing else there."""
     published, cluster = set(), set()
+    heads = stack.containers("ray-head")
     for container in stack.containers():
         ports = stack.inspect(container)["NetworkSettings"]["Ports"] or {}
         for inner, bindings in ports.items():
             for binding in bindings or []:
                 port = int(inner.split("/")[0])
                 if binding["HostIp"] == os.environ.get("RAY_CLUSTER_ADDRESS"):
-                    assert container in stack.containers("ray-head"), (container, inner)
+                    assert container in heads, (container, inner)
                     cluster.add(port)
                     continue
                 assert binding["HostIp"] == "127.0.0.1", (container, inner, binding)

@@ -177,7 +177,7 @@ def test_only_the_port_table_joins_the_hosts(stack: Stack, remote: Remote, sprea
     HOST_A, a port the head listens on but does not publish does not, nor does the head's own
     container address. Everything the other tests see working went through the table."""
     (head,) = stack.containers("ray-head")
-    head_ip = next(iter(stack.inspect(head)["NetworkSettings"]["Networks"].values()))["IPAddress"]
+    head_ip = next(iter(stack.addresses(head)))
 
     def reachable(host: str, port: int) -> bool:
         probe = remote.run(
