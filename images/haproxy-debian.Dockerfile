@@ -7,8 +7,9 @@ FROM ${BASE_IMAGE}
 # The base is a Debian release built by debootstrap: its archive pins the package versions.
 # The package creates its system user; it then gets the official image's ids (99).
 # hadolint ignore=DL3008
+# wget for compose's healthcheck, as the official (Alpine) image has it.
 RUN apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends haproxy \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends haproxy wget \
     && rm -rf /var/lib/apt/lists/* \
     && groupmod --gid 99 haproxy \
     && usermod --uid 99 --gid 99 haproxy \

@@ -50,12 +50,18 @@ else
 fi
 
 # 2. Prometheus, Redis and HAProxy images ---------------------------------------------------
+# Kept while built from the same Dockerfile (a label holds its hash), rebuilt when it changed.
 build_debian_image() {  # IMAGE DOCKERFILE PACKAGE
-  if have_image "$1"; then
+  local want have
+  want=$(sha256sum "$2" | cut -c1-16)
+  have=$(docker image inspect -f '{{index .Config.Labels "ray-serve-cluster.dockerfile"}}' "$1" \
+    2>/dev/null || true)
+  if [ "$have" = "$want" ]; then
     log "2/5 $1: present, kept"
   else
-    log "2/5 building $1 from Debian's $3 package ..."
-    docker build --quiet --build-arg "BASE_IMAGE=$PYTHON_IMAGE" -t "$1" -f "$2" images/ >/dev/null
+    log "2/5 building $1 from Debian's $3 package ($2) ..."
+    docker build --quiet --build-arg "BASE_IMAGE=$PYTHON_IMAGE" \
+      --label "ray-serve-cluster.dockerfile=$want" -t "$1" -f "$2" images/ >/dev/null
   fi
 }
 build_debian_image "$PROMETHEUS_IMAGE" images/prometheus-debian.Dockerfile prometheus

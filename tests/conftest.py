@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,15 @@ def sigint_default() -> None:
     that started the test run in the background (`cmd &`, nohup, cron, many CI runners) made
     every child ignore it."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def compose_command() -> list[str]:
+    """`docker compose` (v2) or `docker-compose` (v1), whichever this machine has; [] if neither."""
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return []
 
 
 def deployment_of(config: dict, name: str) -> dict:

@@ -23,7 +23,7 @@ import requests
 import yaml
 from ray.job_submission import JobStatus, JobSubmissionClient
 
-from tests.conftest import ROOT, sigint_default
+from tests.conftest import ROOT, compose_command, sigint_default
 
 pytestmark = pytest.mark.e2e
 
@@ -92,14 +92,6 @@ def open_to_host_b() -> dict[str, str]:
     for end in HOST_LINK:
         subprocess.run([*link, "set", end, "up"], check=True)
     return {"COMPOSE_FILE": compose_files("compose.cluster.yaml"), "RAY_CLUSTER_ADDRESS": HOST_A}
-
-
-def compose_command() -> list[str]:
-    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        return ["docker", "compose"]
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    return []
 
 
 @dataclass

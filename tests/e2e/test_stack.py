@@ -166,7 +166,7 @@ def test_error_contract_through_proxy(
 
 
 def test_compose_healthchecks_healthy(stack: Stack) -> None:
-    for service in ("ray-head", "ray-worker", "prometheus", "ray-targets"):
+    for service in ("ray-head", "ray-worker", "prometheus", "ray-targets", "lb", "redis"):
         containers = stack.containers(service)
         assert containers, f"no running {service} container"
         for container in containers:

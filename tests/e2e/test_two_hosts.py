@@ -56,13 +56,24 @@ class Remote:
         return sh("docker", "exec", self.container, "python3", "-c", code, check=False)
 
 
+def token_file(stack: Stack) -> Path:
+    """Host B's copy of the cluster's token, readable by uid 1000 alone (compose.worker.yaml)."""
+    path = ROOT / "build" / "host-b" / "ray_auth_token"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    path.write_text(stack.token)
+    os.chown(path, 1000, 1000)
+    path.chmod(0o400)
+    return path
+
+
 def remote_compose(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     """compose.worker.yaml as host B's own project, with host B's .env settings."""
     env = {
         **os.environ,
         "RAY_CLUSTER_ADDRESS": HOST_A,
         "RAY_NODE_ADDRESS": HOST_B,
-        "RAY_AUTH_TOKEN": stack.token,
+        "RAY_AUTH_TOKEN_FILE": str(token_file(stack)),
     }
     env.pop("COMPOSE_FILE", None)
     return subprocess.run(
@@ -199,11 +210,13 @@ def test_only_the_port_table_joins_the_hosts(stack: Stack, remote: Remote, sprea
 
 def test_the_head_wants_the_token_from_host_b(stack: Stack, remote: Remote) -> None:
     """Token authentication holds across hosts: from host B, the head's GCS answers a health
-    check with the cluster's token and refuses one with another token."""
+    check with the cluster's token and refuses one with another token; the worker joined with
+    the token from its file secret."""
 
     def health_check(token: str) -> subprocess.CompletedProcess[str]:
         return sh(
             "docker", "exec", "--user", "1000", "--env", f"RAY_AUTH_TOKEN={token}",
+            "--env", "RAY_AUTH_TOKEN_PATH=",  # this token, not the worker's file
             remote.container, "ray", "health-check", "--address", "ray-head:6379",
             check=False,
         )  # fmt: skip
@@ -211,6 +224,10 @@ def test_the_head_wants_the_token_from_host_b(stack: Stack, remote: Remote) -> N
     assert health_check(stack.token).returncode == 0
     refused = health_check("0" * 64)
     assert refused.returncode != 0, refused.stdout + refused.stderr
+    # The worker itself read the token from its file secret: it is not in its environment.
+    env = stack.inspect(remote.container)["Config"]["Env"]
+    assert not [e for e in env if e.startswith("RAY_AUTH_TOKEN=")], env
+    assert "RAY_AUTH_TOKEN_PATH=/run/secrets/ray_auth_token" in env
 
 
 def test_losing_host_b_under_load_loses_no_request(
