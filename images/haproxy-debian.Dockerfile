@@ -5,9 +5,9 @@
 ARG BASE_IMAGE
 FROM ${BASE_IMAGE}
 # The base is a Debian release built by debootstrap: its archive pins the package versions.
-# The package creates its system user; it then gets the official image's ids (99).
+# The package creates its system user; it then gets the official image's ids (99). wget serves
+# compose's healthcheck, as the official (Alpine) image's busybox does.
 # hadolint ignore=DL3008
-# wget for compose's healthcheck, as the official (Alpine) image has it.
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends haproxy wget \
     && rm -rf /var/lib/apt/lists/* \
