@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -9,7 +10,7 @@ import subprocess
 import pytest
 import requests
 
-from tests.e2e.conftest import SECRET_KEYS, Stack
+from tests.e2e.conftest import E2E_ENV, SECRET_KEYS, Stack, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -20,6 +21,8 @@ INTERNAL_PORTS = {
     44227: "dashboard metrics",
     8404: "load balancer metrics",
 }
+# The .env settings of the operators' ports, which BIND_ADDRESS holds (API_BIND_ADDRESS: the API).
+OPERATOR_PORTS = ("RAY_DASHBOARD_PORT", "PROMETHEUS_PORT", "GRAFANA_PORT", "LOCUST_PORT")
 PUBLISHED = {8000, 8265, 9090, 3000, 8089}  # API, Ray dashboard, Prometheus, Grafana, Locust UI
 # The head's cluster ports (compose.cluster.yaml, docs/beyond-one-host.md): GCS, node manager,
 # object manager, and the workers' range.
@@ -138,3 +141,49 @@ def test_redis_refuses_clients_without_the_password(stack: Stack) -> None:
     assert reply.startswith("-NOAUTH"), reply
     reply = redis_reply(f"AUTH default {stack.secret('redis_password')}\r\nPING\r\n")
     assert reply.startswith("+OK"), reply
+
+
+# Probes the host's ports from a container on Docker's default bridge: another network namespace,
+# which reaches the host at the bridge's gateway address, never at its 127.0.0.1.
+OUTSIDE_PROBE = """
+import json, socket, sys, urllib.request
+host, api, others = sys.argv[1], int(sys.argv[2]), [int(p) for p in sys.argv[3:]]
+def open_(port):
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        return True
+    except OSError:
+        return False
+health = urllib.request.urlopen(f"http://{host}:{api}/-/healthz", timeout=10).status
+print(json.dumps({"api": health, "open": [p for p in others if open_(p)]}))
+"""
+
+
+def test_api_bind_address_publishes_the_api_alone(stack: Stack) -> None:
+    """API_BIND_ADDRESS=0.0.0.0: from another network namespace, the API answers and the
+    operators' ports (Ray dashboard, Prometheus, Grafana, Locust UI) stay closed."""
+    operator_ports = [int(E2E_ENV[key]) for key in OPERATOR_PORTS]
+    gateway = subprocess.run(
+        ["docker", "network", "inspect", "bridge", "-f", "{{(index .IPAM.Config 0).Gateway}}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    (head,) = stack.containers("ray-head")
+    image = stack.inspect(head)["Config"]["Image"]
+    os.environ["API_BIND_ADDRESS"] = "0.0.0.0"  # published on every interface: the point here
+    try:
+        stack.run("up", "-d", "--no-deps", "lb")
+        probe = subprocess.run(
+            ["docker", "run", "--rm", "--network", "bridge", "--user", "1000", image,
+             "python3", "-c", OUTSIDE_PROBE, gateway, E2E_ENV["API_PORT"],
+             *map(str, operator_ports)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        del os.environ["API_BIND_ADDRESS"]
+        stack.run("up", "-d", "--no-deps", "lb")
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    seen = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert seen == {"api": 200, "open": []}, seen
+    # The operators' ports do answer on this host's loopback: the closed ones above are not vacuous.
+    assert requests.get(f"{stack.prometheus}/-/ready", timeout=10).status_code == 200
+    wait_until(lambda: stack.serve_status() == "RUNNING", 60)
