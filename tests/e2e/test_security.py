@@ -159,6 +159,11 @@ print(json.dumps({"api": health, "open": [p for p in others if open_(p)]}))
 """
 
 
+def lb_health(stack: Stack) -> str:
+    (lb,) = stack.containers("lb")
+    return stack.inspect(lb)["State"]["Health"]["Status"]
+
+
 def test_api_bind_address_publishes_the_api_alone(stack: Stack) -> None:
     """API_BIND_ADDRESS=0.0.0.0: from another network namespace, the API answers and the
     operators' ports (Ray dashboard, Prometheus, Grafana, Locust UI) stay closed."""
@@ -181,6 +186,8 @@ def test_api_bind_address_publishes_the_api_alone(stack: Stack) -> None:
     finally:
         del os.environ["API_BIND_ADDRESS"]
         stack.run("up", "-d", "--no-deps", "lb")
+        # Healthy again before the modules after this one (test_stack checks every healthcheck).
+        wait_until(lambda: lb_health(stack) == "healthy", 60)
     assert probe.returncode == 0, probe.stdout + probe.stderr
     seen = json.loads(probe.stdout.strip().splitlines()[-1])
     assert seen == {"api": 200, "open": []}, seen
