@@ -173,6 +173,17 @@ class Migration:
     left: list[str]  # replicas still on the node, with their state
     short: list[str]  # deployments with fewer RUNNING replicas elsewhere than their target
     below: list[str]  # deployments with fewer RUNNING elsewhere than before the roll (capped)
+    grown: list[str] = field(default_factory=list)  # targets above their count before the roll
+
+    def hint(self) -> str:
+        """Why replicas may wait for room: the autoscaler raised a target during the roll, and
+        the new replicas took the room the replacement node brought."""
+        if not (self.below and self.grown):
+            return ""
+        return (
+            f" (autoscaling asked for more since the roll began: {', '.join(self.grown)}; "
+            "the replicas above wait until Serve finds room: lighter load, or one more worker)"
+        )
 
     @property
     def empty(self) -> bool:
@@ -187,6 +198,7 @@ def migration(details: dict, node_id: str, baseline: dict[str, int]) -> Migratio
     left: list[str] = []
     short: list[str] = []
     below: list[str] = []
+    grown: list[str] = []
     for app_name, app in details["applications"].items():
         for name, dep in (app.get("deployments") or {}).items():
             key = f"{app_name}/{name}"
@@ -207,7 +219,9 @@ def migration(details: dict, node_id: str, baseline: dict[str, int]) -> Migratio
                 short.append(f"{key} {elsewhere}/{target} RUNNING")
             if elsewhere < floor:
                 below.append(f"{key} {elsewhere}/{floor} RUNNING")
-    return Migration(left, short, below)
+            if key in baseline and target > baseline[key]:
+                grown.append(f"{key} {baseline[key]} -> {target}")
+    return Migration(left, short, below, grown)
 
 
 def drain(container: str, node_id: str, deadline_s: int | None = None) -> bool:
@@ -408,7 +422,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
                 waiting.append(f"replicas to leave the node: {', '.join(m.left)}")
             if m.short:
                 waiting.append(f"replicas elsewhere: {', '.join(m.short)}")
-            state = "; ".join(waiting)
+            state = "; ".join(waiting) + m.hint()
         if progress.elapsed > args.timeout:
             log(f"not done after {args.timeout}s; waiting for: {state}")
             return 1

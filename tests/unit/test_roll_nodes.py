@@ -24,3 +24,38 @@ def test_a_node_is_found_by_address_the_newest_first() -> None:
 def test_a_head_advertising_its_name_is_found_by_host_name() -> None:
     assert roll_nodes.node_of(container("172.18.0.2", "ray-head"), NODES)["node_id"] == "head"
     assert roll_nodes.node_of(container("172.18.0.9", "9f8e7d6c5b4a"), NODES) is None
+
+
+def details(**deployments: tuple[int, list[tuple[str, str]]]) -> dict:
+    """Serve's details: per deployment, its target and its replicas as (node, state)."""
+    return {
+        "applications": {
+            name: {
+                "deployments": {
+                    name: {
+                        "target_num_replicas": target,
+                        "replicas": [{"node_id": n, "state": st} for n, st in replicas],
+                    }
+                }
+            }
+            for name, (target, replicas) in deployments.items()
+        }
+    }
+
+
+def test_a_migration_names_the_target_that_took_the_room() -> None:
+    """The replacement node's room went to a replica the autoscaler added: the wait says so."""
+    now = details(
+        sentiment=(3, [("a", "RUNNING"), ("b", "RUNNING"), ("new", "RUNNING")]),
+        embedding=(1, [("old", "PENDING_MIGRATION")]),
+    )
+    m = roll_nodes.migration(now, "old", {"sentiment/sentiment": 2, "embedding/embedding": 1})
+    assert m.below == ["embedding/embedding 0/1 RUNNING"]
+    assert m.grown == ["sentiment/sentiment 2 -> 3"]
+    assert "sentiment/sentiment 2 -> 3" in m.hint()
+
+
+def test_no_hint_when_nothing_waits_for_room() -> None:
+    now = details(sentiment=(3, [("a", "RUNNING"), ("b", "RUNNING"), ("new", "RUNNING")]))
+    m = roll_nodes.migration(now, "old", {"sentiment/sentiment": 2})
+    assert m.grown and not m.below and m.hint() == ""
