@@ -8,6 +8,10 @@ password through GF_SECURITY_ADMIN_PASSWORD__FILE. So no secret is on a command 
 `docker inspect`. A value set in .env (handed to this service only) replaces the stored one; a
 stored one is otherwise kept, and a missing one generated.
 
+Alertmanager (uid 65534) reads its whole config from here: alertmanager/alertmanager.yml with the
+webhook URL of .env (ALERT_WEBHOOK_URL, which often carries a token) in place, rendered on every
+start; Alertmanager 0.25, Debian's, has no `url_file`.
+
     docker compose exec ray-head cat /run/secrets/ray_auth_token
 """
 
@@ -21,7 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-RAY_UID, REDIS_UID, GRAFANA_UID = 1000, 999, 472
+import yaml
+
+RAY_UID, REDIS_UID, GRAFANA_UID, ALERTMANAGER_UID = 1000, 999, 472, 65534
+WEBHOOK_PLACEHOLDER = "${ALERT_WEBHOOK_URL}"
 # Printable ASCII without spaces or quotes: Redis's config file would split or unquote others.
 ALLOWED = re.compile(r"[!#-&(-~]+")
 
@@ -82,11 +89,39 @@ def ensure(directory: Path, secret: Secret) -> str:
     return value
 
 
+def alertmanager_config(template: str, url: str) -> str:
+    """The routing of `template` with `url` in every webhook that names the placeholder; without
+    a URL those webhooks are left out (a receiver without any drops what reaches it)."""
+    if url and not re.fullmatch(r"https?://[^\s'\"]+", url):
+        raise SecretError("ALERT_WEBHOOK_URL in .env must be an http(s):// URL without spaces")
+    config = yaml.safe_load(template)
+    for receiver in config.get("receivers") or []:
+        hooks = receiver.get("webhook_configs") or []
+        for hook in hooks:
+            if hook.get("url") == WEBHOOK_PLACEHOLDER:
+                hook["url"] = url
+        kept = [hook for hook in hooks if hook.get("url")]
+        if kept:
+            receiver["webhook_configs"] = kept
+        else:
+            receiver.pop("webhook_configs", None)
+    return yaml.safe_dump(config, sort_keys=False)
+
+
 def main() -> int:
     directory = Path(sys.argv[1] if len(sys.argv) > 1 else "/run/secrets")
+    template = Path(sys.argv[2] if len(sys.argv) > 2 else "/etc/alertmanager/alertmanager.yml")
     directory.mkdir(parents=True, exist_ok=True)
     try:
         values = {s.file: ensure(directory, s) for s in SECRETS}
+        if template.is_file():
+            url = os.environ.get("ALERT_WEBHOOK_URL", "").strip()
+            rendered = alertmanager_config(template.read_text(), url)
+            write(directory / "alertmanager.yml", rendered, ALERTMANAGER_UID)
+            where = (
+                "to the webhook of ALERT_WEBHOOK_URL" if url else "nowhere (no ALERT_WEBHOOK_URL)"
+            )
+            print(f"[secrets] alertmanager.yml: alerts go {where}", flush=True)
     except SecretError as exc:
         print(f"[secrets] {exc}", file=sys.stderr, flush=True)
         return 1

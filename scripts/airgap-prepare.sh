@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Make scripts/up.sh work where no container registry or model hub is reachable (CI):
 #   1. a Debian-based Python 3.11 base image, built from Debian packages (debootstrap)
-#   2. Prometheus, Redis and HAProxy images from Debian's `prometheus`, `redis-server` and
-#      `haproxy` packages
+#   2. Prometheus, Redis, HAProxy and Alertmanager images from Debian's `prometheus`,
+#      `redis-server`, `haproxy` and `prometheus-alertmanager` packages
 #   3. a wheelhouse of requirements.lock, so the Ray image builds without a package index
 #   4. architecture-faithful local models (scripts/make_test_models.py --size full)
 #   5. .env pointing compose at all of the above; Grafana (no such package) is left out
@@ -21,6 +21,7 @@ PYTHON_IMAGE=ray-serve-cluster/python:3.11-bookworm
 PROMETHEUS_IMAGE=ray-serve-cluster/prometheus:2.42-bookworm
 REDIS_IMAGE=ray-serve-cluster/redis:7.0-bookworm
 LB_IMAGE=ray-serve-cluster/haproxy:2.6-bookworm
+ALERTMANAGER_IMAGE=ray-serve-cluster/alertmanager:0.25-bookworm
 WHEELS=$CACHE/wheels
 WHEELHOUSE=images/wheelhouse   # the copy inside the Docker build context
 MODELS=$CACHE/models/full
@@ -49,7 +50,7 @@ else
     - "$PYTHON_IMAGE" >/dev/null
 fi
 
-# 2. Prometheus, Redis and HAProxy images ---------------------------------------------------
+# 2. Prometheus, Redis, HAProxy and Alertmanager images -------------------------------------
 # Kept while built from the same Dockerfile (a label holds its hash), rebuilt when it changed.
 build_debian_image() {  # IMAGE DOCKERFILE PACKAGE
   local want have
@@ -67,6 +68,7 @@ build_debian_image() {  # IMAGE DOCKERFILE PACKAGE
 build_debian_image "$PROMETHEUS_IMAGE" images/prometheus-debian.Dockerfile prometheus
 build_debian_image "$REDIS_IMAGE" images/redis-debian.Dockerfile redis-server
 build_debian_image "$LB_IMAGE" images/haproxy-debian.Dockerfile haproxy
+build_debian_image "$ALERTMANAGER_IMAGE" images/alertmanager-debian.Dockerfile prometheus-alertmanager
 
 # 3. Wheelhouse --------------------------------------------------------------------------------
 want=$(sha256sum requirements.lock | cut -d' ' -f1)
@@ -100,5 +102,6 @@ set_env PIP_INSTALL_ARGS "--no-index --find-links /wheels"
 set_env PROMETHEUS_IMAGE "$PROMETHEUS_IMAGE"
 set_env REDIS_IMAGE "$REDIS_IMAGE"
 set_env LB_IMAGE "$LB_IMAGE"
+set_env ALERTMANAGER_IMAGE "$ALERTMANAGER_IMAGE"
 set_env MODELS_VOLUME "$MODELS"
 log "5/5 .env points compose at the local images, wheelhouse and models; Grafana is left out"

@@ -55,10 +55,12 @@ if ! RAY_AUTH_TOKEN=$token python3 scripts/wait_ready.py --workers "$workers" \
 fi
 grafana_port=${GRAFANA_PORT:-$(env_value GRAFANA_PORT)}
 prometheus_port=${PROMETHEUS_PORT:-$(env_value PROMETHEUS_PORT)}
+alertmanager_port=${ALERTMANAGER_PORT:-$(env_value ALERTMANAGER_PORT)}
 log "API http://127.0.0.1:${api_port:-8000}  Ray dashboard http://127.0.0.1:${dashboard_port:-8265}"
 if [[ "${COMPOSE_FILE:-$(env_value COMPOSE_FILE)}" == *compose.airgap.yaml* ]]; then
   log "Prometheus http://127.0.0.1:${prometheus_port:-9090}  (no Grafana on an air-gapped machine)"
 else
   log "Grafana http://127.0.0.1:${grafana_port:-3000}  Prometheus http://127.0.0.1:${prometheus_port:-9090}"
 fi
+log "Alertmanager http://127.0.0.1:${alertmanager_port:-9093}"
 log "Ray token: docker compose exec ray-head cat /run/secrets/ray_auth_token"

@@ -56,10 +56,13 @@ E2E_ENV = {
     "API_PORT": "18000",
     "RAY_DASHBOARD_PORT": "18265",
     "PROMETHEUS_PORT": "19090",
+    "ALERTMANAGER_PORT": "19093",
     "GRAFANA_PORT": "13000",
     "LOCUST_PORT": "18089",
     "RAY_NODE_IMAGE": "ray-serve-cluster-e2e/ray-node:latest",
     "RAY_IMAGE": "ray-serve-cluster-e2e/ray:latest",
+    # Alertmanager's webhook: the tier's receiver on the stack's network (AlertWebhook).
+    "ALERT_WEBHOOK_URL": "http://alert-webhook:9000/alerts",
     **dict.fromkeys(SECRET_KEYS, ""),
 }
 
@@ -420,6 +423,7 @@ class FiringAlerts:
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
         self.seen: dict[str, float] = {}  # alertname -> seconds, for messages
+        self.seen_at: dict[str, float] = {}  # alertname -> wall-clock time it was first seen
         self._labels: list[dict[str, str]] = []
         self._before: set[str] = set()
         self._stop = threading.Event()
@@ -446,6 +450,7 @@ class FiringAlerts:
                     self._before.add(key)
                     self._labels.append(labels)
                     self.seen.setdefault(labels["alertname"], time.monotonic() - self._started)
+                    self.seen_at.setdefault(labels["alertname"], time.time())
             self._stop.wait(2)
 
     def fired(self, name: str, **labels: str) -> bool:
@@ -488,6 +493,117 @@ def fast_alert_rules() -> Path:
     for path in [out, *out.rglob("*")]:  # Prometheus runs as nobody
         path.chmod(0o755 if path.is_dir() else 0o644)
     return out
+
+
+# Alertmanager's notifications, received on the stack's network: each POST's arrival time and
+# JSON body, one line each on stdout (docker logs).
+WEBHOOK_SERVER = """
+import http.server, json, time
+class Receiver(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        print(json.dumps({"at": time.time(), "body": body}), flush=True)
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("0.0.0.0", 9000), Receiver).serve_forever()
+"""
+
+
+class AlertWebhook:
+    """The receiver of ALERT_WEBHOOK_URL: a container on the stack's network, named
+    `alert-webhook` there, from the nodes' image; what Alertmanager delivered, read from its log."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.name = f"{stack.project}-alert-webhook"
+        (head,) = stack.containers("ray-head")
+        self.image = stack.inspect(head)["Config"]["Image"]
+        self.network = f"{stack.project}_default"
+
+    def start(self) -> None:
+        self.stop()
+        subprocess.run(
+            ["docker", "run", "-d", "--name", self.name, "--network", self.network,
+             "--network-alias", "alert-webhook", "--user", "1000", "--cap-drop", "ALL",
+             "--no-healthcheck", self.image, "python3", "-c", WEBHOOK_SERVER],
+            capture_output=True, check=True,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        subprocess.run(["docker", "rm", "-f", self.name], capture_output=True)
+
+    def notifications(self) -> list[tuple[float, dict]]:
+        logs = subprocess.run(["docker", "logs", self.name], capture_output=True, text=True)
+        out = []
+        for line in logs.stdout.splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            out.append((event["at"], event["body"]))
+        return out
+
+    def delivered(self, name: str, since: float, **labels: str) -> float | None:
+        """When the first notification since `since` (wall clock) of `name` firing, with at least
+        these labels, arrived; None if none did."""
+        for at, body in self.notifications():
+            if at < since:
+                continue
+            for alert in body.get("alerts", []):
+                found = alert.get("labels", {})
+                if (
+                    alert.get("status") == "firing"
+                    and found.get("alertname") == name
+                    and all(found.get(k) == v for k, v in labels.items())
+                ):
+                    return at
+        return None
+
+
+@pytest.fixture(scope="module")
+def alert_webhook(stack: Stack) -> Iterator[AlertWebhook]:
+    """Up while the module runs: gone before `down`, which cannot remove a network in use."""
+    webhook = AlertWebhook(stack)
+    webhook.start()
+    yield webhook
+    webhook.stop()
+
+
+def alertmanager_url() -> str:
+    return f"http://127.0.0.1:{E2E_ENV['ALERTMANAGER_PORT']}"
+
+
+@contextmanager
+def silenced(name: str, minutes: int = 30) -> Iterator[str]:
+    """A silence of every `name` alert in Alertmanager while the block runs; its id."""
+    now = time.time()
+    resp = requests.post(
+        f"{alertmanager_url()}/api/v2/silences",
+        json={
+            "matchers": [{"name": "alertname", "value": name, "isRegex": False, "isEqual": True}],
+            "startsAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 60)),
+            "endsAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 60 * minutes)),
+            "createdBy": "e2e",
+            "comment": "held back by the test that fires it",
+        },
+        timeout=10,
+    )
+    assert resp.status_code == 200, resp.text
+    silence = resp.json()["silenceID"]
+    try:
+        yield silence
+    finally:
+        requests.delete(f"{alertmanager_url()}/api/v2/silence/{silence}", timeout=10)
+
+
+def alertmanager_alerts(name: str) -> list[dict]:
+    """The `name` alerts Alertmanager holds, with their state (active, suppressed)."""
+    resp = requests.get(
+        f"{alertmanager_url()}/api/v2/alerts", params={"filter": f'alertname="{name}"'}, timeout=10
+    )
+    resp.raise_for_status()
+    return resp.json()
 
 
 @dataclass

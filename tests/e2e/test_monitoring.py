@@ -174,6 +174,7 @@ def test_prometheus_scrapes_autoscaler_and_dashboard_metrics(stack: Stack) -> No
     assert health.get("ray-autoscaler") == "up", health
     assert health.get("ray-dashboard") == "up", health
     assert health.get("prometheus") == "up", health
+    assert health.get("alertmanager") == "up", health
 
 
 def test_rules_loaded(stack: Stack) -> None:

@@ -27,14 +27,17 @@ import yaml
 
 from tests.conftest import SERVE_CONFIG, deployment_of
 from tests.e2e.conftest import (
+    AlertWebhook,
     FiringAlerts,
     Stack,
+    alertmanager_alerts,
     deploy_config,
     locust_failures,
     prometheus_value,
     run_job,
     running,
     sentiment_load,
+    silenced,
     wait_until,
 )
 
@@ -58,6 +61,9 @@ HUNG_REPLACE_LIMIT_S = (
 )
 # After a head crash, Serve's controller is back with the application RUNNING within this.
 HEAD_RECOVERY_LIMIT_S = 90
+# From Prometheus firing an alert to its webhook notification: Prometheus sends firing alerts
+# at every rule evaluation (15 s), then Alertmanager's group_wait (10 s).
+DELIVERY_LIMIT_S = 40
 
 
 def deployments(stack: Stack) -> dict:
@@ -227,12 +233,14 @@ def test_router_retry_saves_the_requests_of_a_killed_replica(
 
 
 def test_worker_crash_under_load_loses_no_request(
-    stack: Stack, faulty: None, tmp_path: Path
+    stack: Stack, faulty: None, alert_webhook: AlertWebhook, tmp_path: Path
 ) -> None:
     """SIGKILL a worker that hosts a sentiment replica and a Router while Locust sends sentiment
     traffic: the load balancer and the nodes' HAProxies resend what the dead node held, the
-    Router resends what its dead model replica held; RayNodeLost fires; every replica of the
-    lost node runs again within RESTORE_LIMIT_S."""
+    Router resends what its dead model replica held; RayNodeLost fires and Alertmanager delivers
+    it to the webhook of ALERT_WEBHOOK_URL; every replica of the lost node runs again within
+    RESTORE_LIMIT_S."""
+    since = time.time()
     with FiringAlerts(stack) as alerts, sentiment_load(stack, tmp_path / "crash") as load:
         victim_node = next(iter(running(stack, "sentiment").values()))
         container = container_of_node(stack, victim_node)
@@ -271,10 +279,17 @@ def test_worker_crash_under_load_loses_no_request(
         restored_s = max(restored_at.values())
         fired = alerts.wait_for("RayNodeLost", 60)
         time.sleep(10)  # the restored replicas serve under load
+    delivered = wait_until(
+        lambda: alert_webhook.delivered("RayNodeLost", since), DELIVERY_LIMIT_S + 20
+    )
+    delivered_at = alert_webhook.delivered("RayNodeLost", since)
+    fired_at = alerts.seen_at.get("RayNodeLost")
+    delivery_s = delivered_at - fired_at if delivered_at and fired_at else -1
 
     sent, failed, rows = load.totals()
     print(
-        f"\nworker crash: requests {sent}, failed {failed}, "
+        f"\nworker crash: requests {sent}, failed {failed}, RayNodeLost delivered to the webhook "
+        f"{delivery_s:.0f} s after it fired, "
         f"node rejoined after {rejoined_s:.0f} s, replicas restored after {restored_s:.0f} s "
         f"({', '.join(f'{name} {t:.0f} s' for name, t in sorted(restored_at.items()))}), "
         f"RayNodeLost after {alerts.seen.get('RayNodeLost', -1):.0f} s, "
@@ -284,14 +299,19 @@ def test_worker_crash_under_load_loses_no_request(
     assert load.max_response_s() < SENTIMENT_TIMEOUT_S + 5, "an answer stalled through the crash"
     assert restored_s <= RESTORE_LIMIT_S, f"replicas restored after {restored_s:.0f} s"
     assert fired, f"RayNodeLost did not fire; seen: {alerts.seen}"
+    assert delivered is not None, (
+        f"RayNodeLost never reached the webhook: {alert_webhook.notifications()}"
+    )
+    assert delivery_s <= DELIVERY_LIMIT_S, f"RayNodeLost delivered {delivery_s:.0f} s after firing"
 
 
 def test_overload_answers_503_quickly_and_fires_the_error_ratio_alert(
-    stack: Stack, faulty: None
+    stack: Stack, faulty: None, alert_webhook: AlertWebhook
 ) -> None:
     """More concurrent requests than sentiment admits (2 replicas x (64 + 32 queued)): the excess
     is refused at once with 503 + Retry-After, no request waits past its timeout, and the 503s
-    show in the per-model response counter and fire ServeHighErrorRatio."""
+    show in the per-model response counter and fire ServeHighErrorRatio, which a silence set in
+    Alertmanager beforehand keeps from the webhook."""
     timeout_s = SENTIMENT_TIMEOUT_S
     burst = 320
     text = "An overloaded endpoint should say so at once. " * 4
@@ -303,10 +323,22 @@ def test_overload_answers_503_quickly_and_fires_the_error_ratio_alert(
         )
         return resp.status_code, time.monotonic() - started, resp.headers.get("Retry-After")
 
-    with FiringAlerts(stack) as alerts:
+    since = time.time()
+    with silenced("ServeHighErrorRatio"), FiringAlerts(stack) as alerts:
         with ThreadPoolExecutor(max_workers=burst) as pool:
             results = list(pool.map(post, range(burst)))
         fired = alerts.wait_for("ServeHighErrorRatio", 120, model="sentiment")
+        # Alertmanager has it, and holds it back: suppressed, and past the time it would have
+        # been delivered (as RayNodeLost was, in the worker-crash test), nothing came.
+        held = wait_until(
+            lambda: any(
+                a["status"]["state"] == "suppressed" and a["status"]["silencedBy"]
+                for a in alertmanager_alerts("ServeHighErrorRatio")
+            ),
+            DELIVERY_LIMIT_S,
+        )
+        time.sleep(15)  # longer than group_wait
+        leaked = alert_webhook.delivered("ServeHighErrorRatio", since)
     answered_503 = wait_until(
         lambda: (
             prometheus_value(
@@ -338,6 +370,10 @@ def test_overload_answers_503_quickly_and_fires_the_error_ratio_alert(
     assert max(t for _, t, _ in results) < timeout_s + 10, "a request waited past its timeout"
     assert answered_503 is not None, "the 503s are not in ray_router_responses_total"
     assert fired, f"ServeHighErrorRatio did not fire for sentiment; seen: {alerts.seen}"
+    assert held is not None, (
+        f"not silenced in Alertmanager: {alertmanager_alerts('ServeHighErrorRatio')}"
+    )
+    assert leaked is None, "a silenced ServeHighErrorRatio reached the webhook"
 
 
 def test_failed_batch_answers_500_naming_the_model(stack: Stack, faulty: None) -> None:
@@ -427,3 +463,62 @@ def test_head_crash_under_load_loses_no_request(stack: Stack, faulty: None, tmp_
     # Recovered from the GCS's state in Redis, not deployed again.
     assert app_after["last_deployed_time_s"] == app_before["last_deployed_time_s"]
     assert workers_after == workers_before, "workers were replaced instead of reconnecting"
+
+
+def gcs_exits(head: str, since: str) -> int:
+    """How many times the head's GCS server exited since `since` (an RFC 3339 time): `ray start
+    --block` prints the tail of gcs_server.err, then takes the node down."""
+    logs = subprocess.run(
+        ["docker", "logs", "--since", since, head], capture_output=True, text=True, check=False
+    )
+    return (logs.stdout + logs.stderr).count("BEGIN gcs_server.err tail")
+
+
+def test_redis_crash_under_load_loses_no_request(
+    stack: Stack, faulty: None, tmp_path: Path
+) -> None:
+    """SIGKILL Redis's process while Locust sends sentiment traffic. Ray 2.60's GCS does not
+    reconnect to Redis (ray-project/ray#65298): its commands fail with `Disconnected` until
+    their retries run out, gcs_server exits, and the head goes down with it, so this is a head
+    crash two seconds late. Docker restarts Redis (its state back from the append-only file) and
+    the head, whose GCS reads it back (GCS fault tolerance); the workers' ingresses serve
+    throughout and no request is lost. Should a later Ray reconnect instead, the head stays up
+    and the same holds."""
+    app_before = stack.serve_app(APP)
+    workers_before = {n["node_id"] for n in stack.nodes() if not n["is_head_node"]}
+    (redis,) = stack.containers("redis")
+    head = stack.containers("ray-head")[0]
+    head_before = stack.inspect(head)
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    with sentiment_load(stack, tmp_path / "redis") as load:
+        crashed_at = time.monotonic()
+        before = crash(stack, redis)
+
+        def back() -> bool:
+            now = stack.inspect(redis)
+            return (
+                now["RestartCount"] > before["RestartCount"]
+                and now["State"].get("Health", {}).get("Status") == "healthy"
+                and app_status(stack) == "RUNNING"
+                and {n["node_id"] for n in stack.nodes() if not n["is_head_node"]} >= workers_before
+            )
+
+        time.sleep(10)  # the GCS's retries run out within seconds, if they do
+        recovered = wait_until(back, 300)
+        recovered_s = time.monotonic() - crashed_at
+        time.sleep(15)  # load through the recovered cluster
+
+    sent, failed, rows = load.totals()
+    head_restarts = stack.inspect(head)["RestartCount"] - head_before["RestartCount"]
+    exits = gcs_exits(head, since)
+    app_after = stack.serve_app(APP)
+    print(
+        f"\nredis crash: requests {sent}, failed {failed}, serving with every worker after "
+        f"{recovered_s:.0f} s; the head restarted {head_restarts} time(s), its GCS server exited "
+        f"{exits} time(s); slowest answer {load.max_response_s():.1f} s"
+    )
+    assert recovered is not None, "Redis, the application or a worker did not come back"
+    assert sent > 0 and failed == 0, "\n".join(rows) + load.output[-3000:]
+    assert recovered_s <= HEAD_RECOVERY_LIMIT_S + 30, f"recovered after {recovered_s:.0f} s"
+    # The state came back from Redis's append-only file, not from a new deploy.
+    assert app_after["last_deployed_time_s"] == app_before["last_deployed_time_s"]

@@ -22,8 +22,11 @@ INTERNAL_PORTS = {
     8404: "load balancer metrics",
 }
 # The .env settings of the operators' ports, which BIND_ADDRESS holds (API_BIND_ADDRESS: the API).
-OPERATOR_PORTS = ("RAY_DASHBOARD_PORT", "PROMETHEUS_PORT", "GRAFANA_PORT", "LOCUST_PORT")
-PUBLISHED = {8000, 8265, 9090, 3000, 8089}  # API, Ray dashboard, Prometheus, Grafana, Locust UI
+OPERATOR_PORTS = (
+    "RAY_DASHBOARD_PORT", "PROMETHEUS_PORT", "ALERTMANAGER_PORT", "GRAFANA_PORT", "LOCUST_PORT"
+)  # fmt: skip
+# API, Ray dashboard, Prometheus, Alertmanager, Grafana, Locust UI
+PUBLISHED = {8000, 8265, 9090, 9093, 3000, 8089}
 # The head's cluster ports (compose.cluster.yaml, docs/beyond-one-host.md): GCS, node manager,
 # object manager, and the workers' range.
 CLUSTER_TABLE = {6379, 6380, 6381, *range(10002, 10042)}
@@ -166,7 +169,7 @@ def lb_health(stack: Stack) -> str:
 
 def test_api_bind_address_publishes_the_api_alone(stack: Stack) -> None:
     """API_BIND_ADDRESS=0.0.0.0: from another network namespace, the API answers and the
-    operators' ports (Ray dashboard, Prometheus, Grafana, Locust UI) stay closed."""
+    operators' ports (Ray dashboard, Prometheus, Alertmanager, Grafana, Locust UI) stay closed."""
     operator_ports = [int(E2E_ENV[key]) for key in OPERATOR_PORTS]
     gateway = subprocess.run(
         ["docker", "network", "inspect", "bridge", "-f", "{{(index .IPAM.Config 0).Gateway}}"],

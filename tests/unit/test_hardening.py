@@ -29,16 +29,18 @@ ROOT_SERVICES = {
     ("compose.worker.yaml", "ray-worker"): {"NET_ADMIN", "SETUID", "SETGID"},
 }
 # Services whose image writes only to their volumes (and a tmpfs): a read-only root filesystem.
-READ_ONLY = {"secrets", "serve-deploy", "locust", "lb", "redis", "ray-targets", "prometheus"}
+READ_ONLY = {
+    "secrets", "serve-deploy", "locust", "lb", "redis", "ray-targets", "prometheus", "alertmanager"
+}  # fmt: skip
 
 
-def config(files: list[str], env: dict[str, str], tmp: Path) -> dict:
+def config(files: list[str], env: dict[str, str], tmp: Path, env_file: str = "") -> dict:
     compose = compose_command()
     if not compose:
         pytest.skip("no docker compose here; .ci/run installs it")
-    empty = tmp / "empty.env"  # the checkout's .env, if any, left out
-    empty.write_text("")
-    args = [*compose, "--env-file", str(empty), "-p", "hardening"]
+    given = tmp / "given.env"  # the checkout's .env, if any, left out
+    given.write_text(env_file)
+    args = [*compose, "--env-file", str(given), "-p", "hardening"]
     for name in files:
         args += ["-f", str(ROOT / name)]
     result = subprocess.run(
@@ -112,3 +114,19 @@ def test_every_added_capability_is_named_in_a_comment(name: str) -> None:
         comments = " ".join(line for line in above[service:] if line.strip().startswith("#"))
         for cap in match[1].replace(" ", "").split(","):
             assert cap in comments, f"{name}: {cap} is added without a comment naming it"
+
+
+def test_grafana_may_be_framed_only_by_itself_and_the_ray_dashboard(tmp_path: Path) -> None:
+    """Embedding stays on for the Ray dashboard's Metrics tab, and a Content-Security-Policy
+    names the only pages that may frame Grafana; no other directive (Grafana's own pages keep
+    their scripts)."""
+    files, env = STARTS["plain"]
+    grafana = config(files, env, tmp_path)["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ALLOW_EMBEDDING"] == "true"
+    assert grafana["GF_SECURITY_CONTENT_SECURITY_POLICY"] == "true"
+    policy = grafana["GF_SECURITY_CONTENT_SECURITY_POLICY_TEMPLATE"]
+    assert policy == "frame-ancestors 'self' http://127.0.0.1:8265 http://localhost:8265;"
+    # .env.example's value is the default, written so that both Compose v2 and 1.x read it whole.
+    example = (ROOT / ".env.example").read_text()
+    grafana = config(files, {**env}, tmp_path, env_file=example)["grafana"]["environment"]
+    assert grafana["GF_SECURITY_CONTENT_SECURITY_POLICY_TEMPLATE"] == policy
