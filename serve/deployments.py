@@ -30,13 +30,12 @@ from serve.errors import (
 from serve.metrics import MODEL_ROUTE, ApiResponses, ModelMetrics
 from serve.models import load_model
 from serve.schemas import EmbeddingResult, ModelPredictRequest, SentimentResult, SummaryResult
+from serve.watchdog import BatchWatch
 
 logger = logging.getLogger("ray.serve")
 
 FAULT_INJECTION_ENV = "SERVE_APP_FAULT_INJECTION"
-# A batch running longer than the model's timeout (no caller waits for it any more) marks the
-# replica hung; this floor keeps a test's sub-second timeout from condemning ordinary batches.
-MIN_HUNG_BATCH_S = 1.0
+WARM_UP_TEXT = "A short text that runs through the model once before the first request."
 
 
 def require_fault_injection() -> None:
@@ -73,20 +72,28 @@ class ModelDeployment:
         self.injected_fault: str | None = None
         self.injected_batch_failures = 0
         self.injected_hang_s: float | None = None
-        # perf_counter() when the running batch started; None while the model is idle.
-        self.batch_started: float | None = None
+        # The running batch, and how long it should take (check_health's verdict).
+        self.watch = BatchWatch(spec.max_input_tokens)
         self.model_free = asyncio.Event()  # set while no batch is running; see predict()
         self.model_free.set()
         started = time.perf_counter()
         self.source = resolve_source(name, spec, model_dir)
         self.model = load_model(spec, self.source)
+        loaded = time.perf_counter()
+        # One short input through the model before the first request: its first call's setup
+        # is paid here, and the watchdog has a cost per unit to start from (a lone short input
+        # costs more per unit than a batch does, so it errs towards patience).
+        self.watch.start([WARM_UP_TEXT], loaded)
+        self._forward([WARM_UP_TEXT], self.batch_threads)
+        warm_s = self.watch.finish(time.perf_counter())
         logger.info(
-            "Loaded model %r (%s) from %s in %.1fs with %d torch threads",
+            "Loaded model %r (%s) from %s in %.1fs with %d torch threads; first input %.2fs",
             name,
             spec.task.value,
             self.source,
-            time.perf_counter() - started,
+            loaded - started,
             torch.get_num_threads(),
+            warm_s,
         )
 
     def reconfigure(self, user_config: dict[str, Any] | None) -> None:
@@ -128,8 +135,10 @@ class ModelDeployment:
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def infer_batch(self, texts: list[str]) -> list[dict[str, Any]]:
-        started = self.batch_started = time.perf_counter()
+        started = time.perf_counter()
+        self.watch.start(texts, started)
         self.model_free.clear()
+        learn = False
         try:
             if self.injected_batch_failures:
                 self.injected_batch_failures -= 1
@@ -140,12 +149,13 @@ class ModelDeployment:
             # A worker thread keeps the replica's event loop free for queuing and health checks.
             threads = self.lone_threads if len(texts) == 1 else self.batch_threads
             results = await asyncio.to_thread(self._forward, texts, threads)
+            learn = True
         except Exception as exc:
             self.consecutive_failures += 1
             self.metrics.record_error(exc)
             raise
         finally:
-            self.batch_started = None
+            self.watch.finish(time.perf_counter(), learn=learn)
             self.model_free.set()
         self.consecutive_failures = 0
         self.metrics.record_batch(texts, (time.perf_counter() - started) * 1000)
@@ -156,19 +166,16 @@ class ModelDeployment:
         return self.model.predict(texts)
 
     def check_health(self) -> None:
-        """Cheap by design, no forward pass: a loaded model, no batch running past the model's
-        timeout (by then every caller has had its 504, and the requests queued behind it would
-        get theirs too: the model is hung), and a bounded run of failed batches."""
+        """Cheap by design, no forward pass: a loaded model, no batch running far past what its
+        size and inputs predict and past the model's timeout (by then every caller has had its
+        504, and the requests queued behind it would get theirs too: the model is hung;
+        serve/watchdog.py), and a bounded run of failed batches."""
         self.model.probe()
         if self.injected_fault:
             raise RuntimeError(self.injected_fault)
-        limit_s = max(self.spec.timeout_s or 0.0, MIN_HUNG_BATCH_S)
-        running_s = 0.0 if self.batch_started is None else time.perf_counter() - self.batch_started
-        if running_s > limit_s:
-            raise RuntimeError(
-                f"a batch has run for {running_s:.0f}s, past the model's timeout ({limit_s}s): "
-                "the model is hung"
-            )
+        hung = self.watch.hung(time.perf_counter(), self.spec.timeout_s or 0.0)
+        if hung:
+            raise RuntimeError(hung)
         if self.consecutive_failures >= self.settings.max_consecutive_failures:
             raise RuntimeError(
                 f"{self.consecutive_failures} consecutive failed batches "
