@@ -132,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key:40s} {growth / 2**20:9.1f} MiB/h   (now {after.get(key, 0) / 2**20:.1f} MiB)")
     print(f"{'total':40s} {total / 2**20:9.1f} MiB/h   ({load['requests']} requests in "
           f"{elapsed:.0f} s, {load['failures']} failed)")  # fmt: skip
+    if not load["requests"] or load["failures"] > 0.01 * load["requests"]:
+        print(f"[disk] {load['failures']} of {load['requests']} requests failed: not a stack that "
+              f"serves, so not its growth under load (is {api} up?)", file=sys.stderr)  # fmt: skip
+        return 1
     if args.out:
         result = {"seconds": round(elapsed), "users": args.users, **load,
                   "bytes_per_hour": per_hour, "total_bytes_per_hour": total}  # fmt: skip
