@@ -85,7 +85,7 @@ class ModelDeployment:
         # costs more per unit than a batch does, so it errs towards patience).
         self.watch.start([WARM_UP_TEXT], loaded)
         self._forward([WARM_UP_TEXT], self.batch_threads)
-        warm_s = self.watch.finish(time.perf_counter())
+        warm_s = self.watch.finish(time.perf_counter(), self.spec.timeout_s or 0.0)
         logger.info(
             "Loaded model %r (%s) from %s in %.1fs with %d torch threads; first input %.2fs",
             name,
@@ -155,7 +155,7 @@ class ModelDeployment:
             self.metrics.record_error(exc)
             raise
         finally:
-            self.watch.finish(time.perf_counter(), learn=learn)
+            self.watch.finish(time.perf_counter(), self.spec.timeout_s or 0.0, learn=learn)
             self.model_free.set()
         self.consecutive_failures = 0
         self.metrics.record_batch(texts, (time.perf_counter() - started) * 1000)

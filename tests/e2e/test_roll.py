@@ -163,7 +163,7 @@ def test_roll_replaces_every_node_one_at_a_time_under_load(stack: Stack, tmp_pat
             # 6 users: sentiment's autoscaler asks for ceil(6 / 3) = 2 replicas at most, what the
             # default cluster holds. With more, a third replica waits for room, takes the
             # replacement node's the moment it joins, and the drained node's replicas wait for
-            # Serve to find room elsewhere (a 577 s roll with 8 users, against about 220 s).
+            # Serve to find room elsewhere (a 577 s roll with 8 users, against 307 s).
             sentiment_load(stack, tmp_path / "roll", users=6) as load,
         ):
             started = time.monotonic()

@@ -4,6 +4,7 @@ anchors and overlays resolved."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -46,7 +47,8 @@ def config(files: list[str], env: dict[str, str], tmp: Path, env_file: str = "")
     result = subprocess.run(
         [*args, "--profile", "load", "config"] if "compose.yaml" in files else [*args, "config"],
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin:/usr/local/bin", **env},
+        # No settings from this shell, but HOME: a Compose v2 plugin may live under ~/.docker.
+        env={"PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": os.environ.get("HOME", "/"), **env},
         capture_output=True,
         text=True,
     )
