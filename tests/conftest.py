@@ -88,3 +88,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> objec
     if report.skipped and os.environ.get("E2E_REQUIRED") == "1" and "e2e" in item.keywords:
         report.outcome = "failed"
         report.longrepr = f"e2e test skipped but E2E_REQUIRED=1: {report.longrepr}"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Seconds spent in each test file (setup, call and teardown), slowest first: where a run's
+    time goes, for keeping the whole suite within its CI budget."""
+    spent: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if isinstance(report, pytest.TestReport):
+                path = report.nodeid.split("::")[0]
+                spent[path] = spent.get(path, 0.0) + report.duration
+    if spent:
+        terminalreporter.write_sep("=", "time per test file")
+        for path, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
+            terminalreporter.write_line(f"{seconds:8.1f}s {path}")
