@@ -6,8 +6,8 @@ request and went quiet. Each one the server closes (408 after its request timeou
 keep-alive timeout) is opened again at once, so the server holds them all the time. They are
 first opened evenly over RAMP_S seconds, as independent clients would come: opened at once, they
 would also all be closed at once, each timeout later, and come back in one burst. Once a second
-it prints a JSON line: connections open, reopened, and opens that failed. Standard library only:
-it runs on the nodes' image.
+it prints a JSON line: connections open, reopened (the idle ones among them), and opens that
+failed. Standard library only: it runs on the nodes' image.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ IDLE_REQUEST = b"GET /-/healthz HTTP/1.1\r\nHost: lb\r\n\r\n"
 
 def main(host: str, port: int, slow: int, idle: int, ramp_s: float) -> None:
     selector = selectors.DefaultSelector()
-    counts = {"open": 0, "reopened": 0, "failed": 0}
+    counts = {"open": 0, "reopened": 0, "reopened_idle": 0, "failed": 0}
 
     def open_one(request: bytes) -> None:
         try:
-            sock = socket.create_connection((host, port), timeout=10)
+            # Short: a connect that hangs holds up every reopen behind it.
+            sock = socket.create_connection((host, port), timeout=2)
             sock.sendall(request)
         except OSError:
             counts["failed"] += 1
@@ -39,10 +40,12 @@ def main(host: str, port: int, slow: int, idle: int, ramp_s: float) -> None:
         counts["open"] += 1
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    # Every (slow + idle) // idle-th client is an idle one, the rest slow: both kinds throughout.
+    # Both kinds spread evenly through the order they are opened in.
     total = slow + idle
-    every = total // idle if idle else total + 1
-    kinds = [IDLE_REQUEST if (n + 1) % every == 0 else SLOW_REQUEST for n in range(total)]
+    kinds = [
+        IDLE_REQUEST if (n + 1) * idle // total > n * idle // total else SLOW_REQUEST
+        for n in range(total)
+    ]
     started = time.monotonic()
     opened = 0
     reported = 0.0
@@ -63,6 +66,7 @@ def main(host: str, port: int, slow: int, idle: int, ramp_s: float) -> None:
             sock.close()
             counts["open"] -= 1
             counts["reopened"] += 1
+            counts["reopened_idle"] += key.data is IDLE_REQUEST
             open_one(key.data)
         if time.monotonic() - reported >= 1:
             reported = time.monotonic()

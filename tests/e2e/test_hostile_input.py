@@ -60,7 +60,7 @@ def test_schemathesis_finds_no_server_error(stack: Stack, tmp_path: Path) -> Non
             "--checks",
             "not_a_server_error,content_type_conformance,status_code_conformance",
             "--max-examples",
-            "25",
+            "15",
             "--seed",
             "7",
             "--generation-database",
