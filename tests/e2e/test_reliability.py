@@ -446,7 +446,7 @@ def test_head_crash_under_load_loses_no_request(stack: Stack, faulty: None, tmp_
 
         recovered = wait_until(back, 300)
         recovered_s = time.monotonic() - crashed_at
-        time.sleep(8)  # load through the restarted head's ingress too
+        time.sleep(8)  # load through the recovered cluster
 
     sent, failed, rows = load.totals()
     lb_resent = prometheus_value(stack, resent) - resent_before

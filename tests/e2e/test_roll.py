@@ -144,7 +144,7 @@ def test_roll_replaces_every_node_one_at_a_time_under_load(stack: Stack, tmp_pat
     """Every ray-worker and the ray-head end up as new containers on the new image; the workers
     were replaced one at a time (a replacement ran before each old worker stopped, and never
     fewer than the configured workers were ALIVE), the head last; Locust saw no failed request."""
-    # The stack as configured (earlier modules scale, stop and crash workers), and ready.
+    # The stack as configured (earlier modules scale and crash workers), and ready.
     subprocess.run([str(ROOT / "scripts" / "up.sh")], cwd=ROOT, check=True, timeout=1200)
     workers = stack.workers
     old_workers = set(stack.containers("ray-worker"))

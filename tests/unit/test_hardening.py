@@ -97,6 +97,18 @@ def test_read_only_root_filesystem_where_the_image_allows(services: dict) -> Non
         assert bool(service.get("read_only")) == (name in READ_ONLY), name
 
 
+def test_a_hung_lb_is_killed_by_its_own_healthcheck(services: dict) -> None:
+    """Compose never restarts an unhealthy container: lb's healthcheck kills a HAProxy that stopped
+    answering, which needs Docker's init as PID 1 (the kill spares it), and a restart policy."""
+    lbs = [service for (_, name), service in services.items() if name == "lb"]
+    # No lb only in a remote worker's own compose file.
+    assert lbs or {first for first, _ in services} == {"compose.worker.yaml"}, list(services)
+    for lb in lbs:
+        assert lb.get("init") is True, lb
+        assert "kill -KILL -1" in lb["healthcheck"]["test"][-1], lb["healthcheck"]
+        assert lb["restart"] == "unless-stopped"
+
+
 def test_the_remote_worker_reads_its_token_from_a_file_secret(tmp_path: Path) -> None:
     files, env = STARTS["remote worker"]
     worker = config(files, env, tmp_path)["ray-worker"]
