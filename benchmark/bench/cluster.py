@@ -41,6 +41,9 @@ class RayCluster:
             dashboard_host="127.0.0.1",
             dashboard_port=DASHBOARD_PORT,
             logging_level="warning",
+            # Production nodes stream no worker logs to a driver; here that would be a process
+            # reading every replica's output while the replicas are measured.
+            log_to_driver=False,
         )
         wait_http(f"http://127.0.0.1:{DASHBOARD_PORT}/api/version", 120)
 
