@@ -1,6 +1,6 @@
 """Ray's own CPU, by process, with Ray's defaults and with images/ray-overhead.env.
 
-Deploys the benchmark's sentiment application (benchmark/run.py's b) on a local one-node Ray
+Deploys the benchmark's sentiment application (benchmark/bench/ours.py, b) on a local one-node Ray
 cluster twice, once per setting, and measures each Ray process's CPU while idle (in % of one
 core) and per answered request under closed-loop load. Writes JSON to --out.
 
@@ -19,17 +19,20 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import run  # noqa: E402  (benchmark/run.py)
+from bench.cluster import FAST_PATH, OVERHEAD_ENV, RayCluster  # noqa: E402
+from bench.common import HTTP_PORT, ROOT, log, make_texts, read_env, write_bodies  # noqa: E402
+from bench.load_levels import idle_cpu, levels  # noqa: E402
+from bench.ours import MODEL_PATH, ours_config  # noqa: E402
 
 
 def measure(work: Path, env: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
-    cluster = run.RayCluster(work, {**run.FAST_PATH, **env})
+    cluster = RayCluster(work, {**FAST_PATH, **env})
     try:
-        cluster.deploy("ours", run.ours_config(args.model_dir, os.cpu_count() or 1))
-        idle = run.idle_cpu(args.idle_seconds)
-        url = f"http://127.0.0.1:{run.HTTP_PORT}{run.MODEL_PATH}"
-        bodies = run.write_bodies(work / "plain.json", run.make_texts(256, words=26))
-        loaded = run.levels(url, bodies, args, True, [args.concurrency])["levels"][0]
+        cluster.deploy("ours", ours_config(args.model_dir, os.cpu_count() or 1))
+        idle = idle_cpu(args.idle_seconds)
+        url = f"http://127.0.0.1:{HTTP_PORT}{MODEL_PATH}"
+        bodies = write_bodies(work / "plain.json", make_texts(256, words=26))
+        loaded = levels(url, bodies, args, True, [args.concurrency])["levels"][0]
     finally:
         cluster.close()
     return {"env": env, "idle_cpu_pct": idle, "load": loaded}
@@ -44,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument(
-        "--out", type=Path, default=run.ROOT / "build" / "benchmark" / "ray_overhead.json"
+        "--out", type=Path, default=ROOT / "build" / "benchmark" / "ray_overhead.json"
     )
     args = parser.parse_args(argv)
     work = args.out.parent
@@ -52,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for name, env in (
         ("ray defaults", {}),
-        ("images/ray-overhead.env", run.read_env(run.OVERHEAD_ENV)),
+        ("images/ray-overhead.env", read_env(OVERHEAD_ENV)),
     ):
-        run.log(f"{name}: {env}")
+        log(f"{name}: {env}")
         results[name] = measure(work, env, args)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     for name, result in results.items():

