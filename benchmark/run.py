@@ -27,25 +27,54 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench.bento import bento
-from bench.cluster import CLASSIC_PATH, FAST_PATH, OVERHEAD_ENV, RayCluster
+from bench.bento import bento_levels, bento_server
+from bench.cluster import (
+    CLASSIC_PATH,
+    FAST_PATH,
+    OVERHEAD_ENV,
+    RayCluster,
+    batch_histogram,
+    batch_summary,
+)
 from bench.common import HTTP_PORT, ROOT, log, make_texts, read_env, write_bodies
 from bench.load_levels import idle_cpu, levels, load
+from bench.lone import interleaved
 from bench.noop import noop_config
 from bench.ours import MODEL_PATH, ours_config, through_lb
 from bench.plain import plain
-from bench.raw import raw_limit
+from bench.raw import raw_limit, raw_slice
 from bench.report import print_table, summarize
 from bench.seed import seed_config
 
 # Throughput through the stack's load balancer may be at most 5 % below b direct; the run exits 1
 # when it is not.
 LB_MIN_RATIO = 0.95
+# torch int8 runs best at batch 16 (a's trials: docs/benchmark.md); b int8 is deployed with it.
+INT8_BATCH = 16
+# The metrics agent has b's batches this long after they ran (bench.cluster.batch_histogram).
+EXPORT_S = 12.0
+# int8 and ONNX Runtime int8 are measured in the layout that won fp32 in every run: one
+# 1-thread process per core (docs/benchmark.md); fp32 tries both.
+ONE_PER_CORE = [(os.cpu_count() or 1, 1)]
+
+
+def start(
+    results: dict, key: str, stack: ExitStack, make: Callable[[], AbstractContextManager[Any]]
+) -> Any:
+    """Enter a server's context on `stack`; a server that does not come up is recorded under
+    `key` like a failed step, and None returned."""
+    try:
+        return stack.enter_context(make())
+    except Exception as exc:
+        log(f"{key} did not start: {exc}")
+        results[key] = {"error": str(exc)}
+        return None
 
 
 def step(results: dict, key: str, fn: Callable[[], Any]) -> None:
@@ -74,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         default=[1, 16, 64],
         help="closed-loop concurrency levels",
     )
-    parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per level")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per level")
     parser.add_argument(
         "--raw-seconds", type=float, default=6.0, help="seconds per in-process (a) measurement"
     )
@@ -104,14 +133,21 @@ def main(argv: list[str] | None = None) -> int:
         step(
             results,
             "a_raw_int8",
-            lambda: raw_limit(args.model_dir, texts, args.raw_seconds, quantize="int8"),
+            lambda: raw_limit(
+                args.model_dir, texts, args.raw_seconds, ONE_PER_CORE, quantize="int8"
+            ),
         )
     if "ort" not in skip:
         step(
             results,
             "a_raw_ort_int8",
             lambda: raw_limit(
-                args.model_dir, texts, args.raw_seconds, runtime="onnxruntime", quantize="int8"
+                args.model_dir,
+                texts,
+                args.raw_seconds,
+                ONE_PER_CORE,
+                runtime="onnxruntime",
+                quantize="int8",
             ),
         )
 
@@ -119,34 +155,70 @@ def main(argv: list[str] | None = None) -> int:
         log("d. FastAPI + uvicorn, one process")
         step(results, "d_fastapi", lambda: plain(work, model_env, plain_bodies, args))
 
-    if "e" not in skip:
-        log("e. BentoML with adaptive batching")
-        step(results, "e_bentoml", lambda: bento(work, model_env, texts, args))
-        if "ort" not in skip:
-            log("e on ONNX Runtime int8, this project's model code")
-            step(
-                results,
-                "e_bentoml_ort_int8",
-                lambda: bento(work, {**model_env, "BENCH_RUNTIME": "onnxruntime"}, texts, args),
-            )
-
     url = f"http://127.0.0.1:{HTTP_PORT}"
     model_url = f"{url}{MODEL_PATH}"
     results["serve_paths"] = {
         "fast": {**FAST_PATH, **read_env(OVERHEAD_ENV)},
         "classic": CLASSIC_PATH,
     }
-    cluster = RayCluster(work, {**FAST_PATH, **read_env(OVERHEAD_ENV)})
 
-    def ours(concurrency: list[int] | None = None, **spec: Any) -> dict:
-        cluster.deploy("ours", ours_config(args.model_dir, args.replicas, **spec))
-        return levels(model_url, plain_bodies, args, True, concurrency)
+    def fair(key: str, limit_key: str) -> dict[str, Any]:
+        """b's busiest level once more, between two slices of a in the layout and batch size
+        that won `limit_key`, so that b/a compares the same minute of a shared machine; and how
+        full b's batches were meanwhile."""
+        limit = results[limit_key]
+        busiest = max(results[key]["levels"], key=lambda r: r["rps"])["concurrency"]
+        previous = time.monotonic()  # b's levels just ended
+        before = raw_slice(args.model_dir, texts, args.raw_seconds, limit)
+        time.sleep(max(0.0, EXPORT_S - (time.monotonic() - previous)))  # their batches are out
+        histogram = batch_histogram()
+        run = load(model_url, plain_bodies, args.warmup, args.seconds, concurrency=busiest)
+        ended = time.monotonic()
+        after = raw_slice(args.model_dir, texts, args.raw_seconds, limit)
+        time.sleep(max(0.0, EXPORT_S - (time.monotonic() - ended)))
+        batches = batch_summary(histogram, batch_histogram())
+        log(f"  b's batches at {busiest} clients: {batches}")
+        return {
+            "concurrency": busiest,
+            "b_rps": run["rps"],
+            "a_seq_per_s": [before, after],
+            "a_mean_seq_per_s": round((before + after) / 2, 2),
+            "batches": batches,
+            "run": run,
+        }
 
+    cluster: RayCluster | None = None
     try:
-        log(f"b. this project: HAProxy -> sentiment x{args.replicas} on /models/sentiment/predict")
+        if "e" not in skip:
+            log("e. BentoML with adaptive batching")
+            with ExitStack() as bento_up:
+                peer = start(
+                    results,
+                    "e_bentoml",
+                    bento_up,
+                    lambda: bento_server(work, model_env, texts, args),
+                )
+                if peer:
+                    step(results, "e_bentoml", lambda: bento_levels(*peer, args))
+        log(f"b. this project: HAProxy -> sentiment x{args.replicas} on {MODEL_PATH}")
+        cluster = RayCluster(work, {**FAST_PATH, **read_env(OVERHEAD_ENV)})
         cluster.deploy("ours", ours_config(args.model_dir, args.replicas))
+        if "e" not in skip:
+            # A new e: after its busiest level, BentoML's dispatcher has learned to wait for
+            # company, and keeps a lone request waiting for it (about 350 ms) for a while.
+            with ExitStack() as bento_up:
+                log("b and a new e, one client each, in alternating slices")
+                peer = start(
+                    results, "lone", bento_up, lambda: bento_server(work, model_env, texts, args)
+                )
+                if peer:
+                    pair = {"b": (model_url, plain_bodies), "e": (peer[0], peer[1])}
+                    step(results, "lone", lambda: interleaved(pair))
         step(results, "ray_idle_cpu_pct", idle_cpu)
         step(results, "b_ours", lambda: levels(model_url, plain_bodies, args, True))
+        if "seq_per_s" in results.get("a_raw", {}) and "levels" in results["b_ours"]:
+            log("a right before and right after b's busiest level")
+            step(results, "fair", lambda: fair("b_ours", "a_raw"))
         log("b through the Router: HAProxy -> Router -> sentiment, /predict, at the busiest level")
         step(
             results,
@@ -167,15 +239,41 @@ def main(argv: list[str] | None = None) -> int:
             log("b through the load balancer and direct, alternately, at the busiest level")
             step(results, "b_lb_pair", lambda: through_lb(work, MODEL_PATH, plain_bodies, args))
         if "int8" not in skip:
-            log("b with int8 dynamic quantization (torch)")
-            step(results, "b_ours_int8", lambda: ours(args.levels[1:], quantize="int8"))
+            log(f"b with int8 dynamic quantization (torch), batches of {INT8_BATCH}")
+            cluster.deploy(
+                "ours",
+                ours_config(
+                    args.model_dir, args.replicas, {"max_batch_size": INT8_BATCH}, quantize="int8"
+                ),
+            )
+            step(results, "b_ours_int8", lambda: levels(model_url, plain_bodies, args, True,
+                                                        args.levels[1:]))  # fmt: skip
+            if "seq_per_s" in results.get("a_raw_int8", {}):
+                step(results, "fair_int8", lambda: fair("b_ours_int8", "a_raw_int8"))
         if "ort" not in skip:
             log("b with ONNX Runtime, int8")
+            ort = {"runtime": "onnxruntime", "quantize": "int8"}
+            with ExitStack() as bento_up:
+                cluster.deploy("ours", ours_config(args.model_dir, args.replicas, **ort))
+                if "e" not in skip:
+                    log("b and e on ONNX Runtime int8, one client each, in alternating slices")
+                    ort_env = {**model_env, "BENCH_RUNTIME": "onnxruntime"}
+                    peer = start(
+                        results,
+                        "e_bentoml_ort_int8",
+                        bento_up,
+                        lambda: bento_server(work, ort_env, texts, args),
+                    )
+                    if peer:
+                        pair = {"b": (model_url, plain_bodies), "e": (peer[0], peer[1])}
+                        step(results, "lone_ort_int8", lambda: interleaved(pair))
             step(
                 results,
                 "b_ours_ort_int8",
-                lambda: ours(args.levels, runtime="onnxruntime", quantize="int8"),
+                lambda: levels(model_url, plain_bodies, args, True, args.levels[1:]),
             )
+            if "seq_per_s" in results.get("a_raw_ort_int8", {}):
+                step(results, "fair_ort_int8", lambda: fair("b_ours_ort_int8", "a_raw_ort_int8"))
         log("no-op: a model deployment that does no work, on its own route and behind the Router")
         cluster.deploy("noop", noop_config(args.model_dir))
         step(
@@ -185,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         step(results, "noop", lambda: levels(f"{url}/predict", ours_bodies, args, True, [1, 16]))
     finally:
-        cluster.close()
+        if cluster is not None:
+            cluster.close()
 
     log("c. the seed article's deployment (2 replicas, no batching), on Serve's classic proxy path")
     cluster = RayCluster(work, CLASSIC_PATH)
@@ -199,11 +298,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cluster.close()
 
-    # The machine is shared: the limit is measured again at the end and the two are averaged.
-    log("a. raw batched inference again, in the layout that won at the start")
-    start = results.get("a_raw", {})
-    won = [(start["processes"], start["threads"])] if "processes" in start else None
-    step(results, "a_raw_end", lambda: raw_limit(args.model_dir, texts, args.raw_seconds, won))
     summarize(results)
     results["wall_s"] = round(time.perf_counter() - started)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

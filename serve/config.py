@@ -39,7 +39,8 @@ class ModelUserConfig(Strict):
     # deployment's max_ongoing_requests, so Serve never queues (or rejects) a request itself.
     max_pending_requests: int = Field(default=64, ge=1)
     # Intra-op threads for a batch of one request: a lone request may use the node's idle cores
-    # (0: the node's CPU count); a larger batch runs on the replica's num_cpus threads.
+    # (0: the node's CPU count), those no other forward pass holds (serve/cores.py); a larger
+    # batch runs on the replica's num_cpus threads.
     lone_request_threads: int = Field(default=0, ge=0, le=64)
 
 

@@ -16,9 +16,12 @@ from typing import Any
 import ray
 import torch
 from fastapi import Request
+from fastapi.responses import JSONResponse
 from ray import serve
 
 from serve.config import ModelAppArgs, ModelSpec, ModelUserConfig, resolve_source
+from serve.cores import CoreTokens
+from serve.dispatcher import Dispatcher
 from serve.errors import (
     ERROR_RESPONSES,
     ApiError,
@@ -29,7 +32,13 @@ from serve.errors import (
 )
 from serve.metrics import MODEL_ROUTE, ApiResponses, ModelMetrics
 from serve.models import load_model
-from serve.schemas import EmbeddingResult, ModelPredictRequest, SentimentResult, SummaryResult
+from serve.schemas import (
+    EmbeddingResult,
+    ModelPredictRequest,
+    SentimentResult,
+    SummaryResult,
+    answer,
+)
 from serve.watchdog import BatchWatch
 
 logger = logging.getLogger("ray.serve")
@@ -74,8 +83,10 @@ class ModelDeployment:
         self.injected_hang_s: float | None = None
         # The running batch, and how long it should take (check_health's verdict).
         self.watch = BatchWatch(spec.max_input_tokens)
-        self.model_free = asyncio.Event()  # set while no batch is running; see predict()
-        self.model_free.set()
+        self.cores = CoreTokens(node_cpus())
+        self.dispatcher: Dispatcher[str, dict[str, Any]] = Dispatcher(
+            self.run_batch, self.settings.max_batch_size, self.settings.batch_wait_timeout_s
+        )
         started = time.perf_counter()
         self.source = resolve_source(name, spec, model_dir)
         self.model = load_model(spec, self.source)
@@ -99,19 +110,13 @@ class ModelDeployment:
     def reconfigure(self, user_config: dict[str, Any] | None) -> None:
         """Apply `user_config` without restarting the replica (Serve calls this on every change)."""
         self.settings = ModelUserConfig.model_validate(user_config or {})
-        self.infer_batch.set_max_batch_size(self.settings.max_batch_size)
-        self.infer_batch.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
+        self.dispatcher.configure(self.settings.max_batch_size, self.settings.batch_wait_timeout_s)
         self.lone_threads = self.settings.lone_request_threads or node_cpus()
 
     async def predict(self, text: str) -> dict[str, Any]:
         """One input in, one result out (with the `version` that answered); concurrent calls
-        are grouped into batches. ModelTimeout past the model's `timeout_s`.
-
-        Requests wait here while a batch runs and enter the batcher together once the model is
-        free. `serve.batch` closes its next batch `batch_wait_timeout_s` after that batch's first
-        request, even while the model is still busy, so without this gate a saturated replica
-        runs batches of whatever arrived in one short window (mostly 1-2 requests) instead of
-        everything that queued during the last forward pass (docs/benchmark.md).
+        are grouped into batches (serve/dispatcher.py: a batch takes everything that queued while
+        the model ran). ModelTimeout past the model's `timeout_s`.
         """
         if self.pending >= self.settings.max_pending_requests:
             raise Overloaded(
@@ -120,7 +125,7 @@ class ModelDeployment:
             )
         self.pending += 1
         try:
-            result = await asyncio.wait_for(self._queued(text), self.spec.timeout_s)
+            result = await asyncio.wait_for(self.dispatcher.submit(text), self.spec.timeout_s)
         except TimeoutError:
             raise ModelTimeout(
                 f"Model {self.name!r} did not answer within {self.spec.timeout_s}s"
@@ -129,15 +134,10 @@ class ModelDeployment:
             self.pending -= 1
         return {**result, "version": self.version}
 
-    async def _queued(self, text: str) -> dict[str, Any]:
-        await self.model_free.wait()
-        return await self.infer_batch(text)
-
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def infer_batch(self, texts: list[str]) -> list[dict[str, Any]]:
+    async def run_batch(self, texts: list[str]) -> list[dict[str, Any]]:
+        """One forward pass over a batch the dispatcher formed; the watchdog and metrics see it."""
         started = time.perf_counter()
         self.watch.start(texts, started)
-        self.model_free.clear()
         learn = False
         try:
             if self.injected_batch_failures:
@@ -146,9 +146,13 @@ class ModelDeployment:
             if self.injected_hang_s is not None:
                 hang_s, self.injected_hang_s = self.injected_hang_s, None
                 await asyncio.to_thread(time.sleep, hang_s)  # a forward pass that never returns
-            # A worker thread keeps the replica's event loop free for queuing and health checks.
-            threads = self.lone_threads if len(texts) == 1 else self.batch_threads
-            results = await asyncio.to_thread(self._forward, texts, threads)
+            # A lone request spreads over the node's cores that no other forward pass holds
+            # (serve/cores.py); a batch runs on the replica's own. A worker thread keeps the
+            # replica's event loop free for queuing and health checks.
+            lone = len(texts) == 1
+            with self.cores.take(self.lone_threads if lone else self.batch_threads) as taken:
+                threads = max(1, taken) if lone else self.batch_threads
+                results = await asyncio.to_thread(self._forward, texts, threads)
             learn = True
         except Exception as exc:
             self.consecutive_failures += 1
@@ -156,7 +160,6 @@ class ModelDeployment:
             raise
         finally:
             self.watch.finish(time.perf_counter(), self.spec.timeout_s or 0.0, learn=learn)
-            self.model_free.set()
         self.consecutive_failures = 0
         self.metrics.record_batch(texts, (time.perf_counter() - started) * 1000)
         return results
@@ -266,7 +269,7 @@ class ModelServer(ModelDeployment):
         response_model=SentimentResult | SummaryResult | EmbeddingResult,
         responses=ERROR_RESPONSES,
     )
-    async def serve_predict(self, request: ModelPredictRequest, http: Request) -> dict[str, Any]:
+    async def serve_predict(self, request: ModelPredictRequest, http: Request) -> JSONResponse:
         http.state.model = self.name
         http.state.version = self.version
         check_text(request.text, self.args.api.max_text_chars)
@@ -284,4 +287,4 @@ class ModelServer(ModelDeployment):
                 500, "inference_failed", f"Model {self.name!r} failed; its replica's log says why"
             ) from None
         result.pop("version")
-        return {"model": self.name, **result}
+        return answer({"model": self.name, **result})

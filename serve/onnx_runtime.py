@@ -246,6 +246,9 @@ class OnnxEncoder:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: the optimizer's notes are not actionable
+        # A pool's threads spin after each run by default, on cores where the node's other
+        # replica (or this one's next batch, on one thread) wants to run.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return options
 
     def session(self, threads: int) -> ort.InferenceSession:

@@ -10,6 +10,7 @@ import random
 from typing import Any, NoReturn
 
 from fastapi import Request
+from fastapi.responses import JSONResponse
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve import metrics
@@ -42,6 +43,7 @@ from serve.schemas import (
     PredictRequest,
     SentimentResult,
     SummaryResult,
+    answer,
 )
 
 logger = logging.getLogger("ray.serve")
@@ -104,15 +106,15 @@ class Router:
         response_model=SentimentResult | SummaryResult | EmbeddingResult,
         responses=ERROR_RESPONSES,
     )
-    async def predict(self, request: PredictRequest, http: Request) -> dict[str, Any]:
+    async def predict(self, request: PredictRequest, http: Request) -> JSONResponse:
         model = request.model or self.args.default_model
         result = await self._infer(model, request.text, http)
-        return {"model": model, **result}
+        return answer({"model": model, **result})
 
     @api.post("/classify", response_model=ClassifyResult, responses=ERROR_RESPONSES)
-    async def classify(self, request: ClassifyRequest, http: Request) -> dict[str, Any]:
+    async def classify(self, request: ClassifyRequest, http: Request) -> JSONResponse:
         result = await self._infer(self.args.classify_model, request.text, http)
-        return {"label": result["label"], "score": result["score"]}
+        return answer({"label": result["label"], "score": result["score"]})
 
     @api.post(
         "/models/{name}/predict",
@@ -122,12 +124,12 @@ class Router:
     )
     async def model_predict(
         self, name: str, request: ModelPredictRequest, http: Request
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         """Serve's ingress sends a configured model's path straight to that model's own
         application; only an unknown name (404), or a model whose application is not serving,
         reaches the Router."""
         result = await self._infer(name, request.text, http)
-        return {"model": name, **result}
+        return answer({"model": name, **result})
 
     @api.get("/models", response_model=ModelsResponse)
     async def list_models(self) -> dict[str, Any]:

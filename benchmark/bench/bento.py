@@ -7,10 +7,12 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench.common import HERE, PEER_PORT, ROOT, log, server
-from bench.load_levels import levels
+from bench.load_levels import levels, process_cpu_seconds
 
 BENTO_LOCK = HERE / "requirements-bentoml.lock"
 
@@ -35,8 +37,12 @@ def bento_python(venv: Path) -> Path:
     return python
 
 
-def bento(work: Path, env: dict[str, str], texts: list[str], args: argparse.Namespace) -> dict:
-    """e: `bentoml serve bento_peer:Sentiment` in its own virtualenv, at every level."""
+@contextmanager
+def bento_server(
+    work: Path, env: dict[str, str], texts: list[str], args: argparse.Namespace
+) -> Iterator[tuple[str, Path, subprocess.Popen]]:
+    """`bentoml serve bento_peer:Sentiment` in its own virtualenv: (predict URL, bodies, the
+    server process) while it runs."""
     python = bento_python(args.bento_venv)
     bodies = work / "bento.json"
     bodies.write_text(json.dumps([{"texts": [t]} for t in texts]))
@@ -46,5 +52,12 @@ def bento(work: Path, env: dict[str, str], texts: list[str], args: argparse.Name
         "--host", "127.0.0.1", "--port", str(PEER_PORT + 1), "--working-dir", str(HERE),
     ]  # fmt: skip
     env = {**env, "PYTHONPATH": str(ROOT)}  # this project's model code, for ONNX Runtime
-    with server(cmd, env, f"{url}/readyz", work / "bentoml.log"):
-        return levels(f"{url}/predict", bodies, args)
+    with server(cmd, env, f"{url}/readyz", work / "bentoml.log") as process:
+        yield f"{url}/predict", bodies, process
+
+
+def bento_levels(
+    url: str, bodies: Path, process: subprocess.Popen, args: argparse.Namespace
+) -> dict:
+    """e at every level, with its processes' CPU time per request (as b's Ray processes')."""
+    return levels(url, bodies, args, process_cpu_seconds(process.pid, "bentoml"))

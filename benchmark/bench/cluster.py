@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import requests
 import yaml
 
-from bench.common import DASHBOARD_PORT, HERE, ROOT, wait_http
+from bench.common import DASHBOARD_PORT, HERE, METRICS_PORT, ROOT, wait_http
 
 # Serve's data path, read from the environment when Ray starts (compose.yaml sets the first).
 FAST_PATH = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
@@ -44,6 +45,7 @@ class RayCluster:
             # Production nodes stream no worker logs to a driver; here that would be a process
             # reading every replica's output while the replicas are measured.
             log_to_driver=False,
+            _metrics_export_port=METRICS_PORT,
         )
         wait_http(f"http://127.0.0.1:{DASHBOARD_PORT}/api/version", 120)
 
@@ -82,3 +84,35 @@ class RayCluster:
 
         serve.shutdown()
         ray.shutdown()
+
+
+def batch_histogram(model: str = "sentiment") -> dict[str, float]:
+    """`ray_model_batch_size` of `model`, summed over its replicas: `count`, `sum` and the
+    cumulative bucket counts by upper bound. The agent exports what replicas recorded up to about
+    10 s ago, so a difference of two reads covers what ran well before each."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).text
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "ray_model_batch_size":
+            continue
+        for sample in family.samples:
+            if sample.labels.get("model") != model:
+                continue
+            key = {"_count": "count", "_sum": "sum"}.get(sample.name.removeprefix(family.name))
+            key = key or f"le {sample.labels.get('le')}"
+            totals[key] = totals.get(key, 0.0) + sample.value
+    return totals
+
+
+def batch_summary(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """How full the batches between two batch_histogram reads were."""
+    delta = {k: after[k] - before.get(k, 0.0) for k in after}
+    count = delta.get("count", 0.0)
+    buckets = {k[3:]: round(v) for k, v in delta.items() if k.startswith("le ")}
+    return {
+        "batches": round(count),
+        "mean_batch_size": round(delta.get("sum", 0.0) / count, 2) if count else None,
+        "batches_up_to_size": buckets,
+    }

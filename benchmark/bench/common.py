@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))  # this project's `serve` package
 SERVE_CONFIG = ROOT / "serve" / "serve_config.yaml"
 HTTP_PORT = 18100
 DASHBOARD_PORT = 18365
+METRICS_PORT = 18366  # the Ray node's metrics agent (Prometheus text)
 PEER_PORT = 18110
 VOCABULARY = (
     "the service was quick and friendly but the food arrived cold while our table waited "
@@ -68,12 +69,14 @@ def wait_http(url: str, timeout_s: float, process: subprocess.Popen | None = Non
 
 
 @contextmanager
-def server(cmd: list[str], env: dict[str, str], health: str, log_path: Path) -> Iterator[None]:
+def server(
+    cmd: list[str], env: dict[str, str], health: str, log_path: Path
+) -> Iterator[subprocess.Popen]:
     with open(log_path, "w") as out:
         process = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=out, stderr=out)
     try:
         wait_http(health, 300, process)
-        yield
+        yield process
     finally:
         process.terminate()
         try:

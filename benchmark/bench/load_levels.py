@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,21 +88,41 @@ def idle_cpu(seconds: float = 10.0) -> dict[str, float]:
     return usage
 
 
+def process_cpu_seconds(pid: int, role: str) -> Callable[[], dict[str, float]]:
+    """A CPU probe like ray_cpu_seconds for one server's process tree (e's BentoML processes)."""
+    import psutil
+
+    def probe() -> dict[str, float]:
+        total = 0.0
+        try:
+            root = psutil.Process(pid)
+            for proc in (root, *root.children(recursive=True)):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+        return {role: total}
+
+    return probe
+
+
 def levels(
     url: str,
     bodies: Path,
     args: argparse.Namespace,
-    profile: bool = False,
+    profile: bool | Callable[[], dict[str, float]] = False,
     concurrency: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Closed-loop load at each concurrency (default: --levels); with `profile`, the Ray
-    processes' CPU time per answered request, by role, for each level."""
+    """Closed-loop load at each concurrency (default: --levels); with `profile` (True: Ray's
+    processes by role; or a probe such as process_cpu_seconds), the server's CPU time per
+    answered request for each level."""
+    probe = ray_cpu_seconds if profile is True else profile or None
     runs = []
     for clients in concurrency or args.levels:
-        before = ray_cpu_seconds() if profile else {}
+        before = probe() if probe else {}
         run = load(url, bodies, args.warmup, args.seconds, concurrency=clients)
-        if profile and run["answered"]:
-            after = ray_cpu_seconds()
+        if probe and run["answered"]:
+            after = probe()
             run["cpu_ms_per_request"] = {
                 role: round((after[role] - before.get(role, 0.0)) * 1000 / run["answered"], 2)
                 for role in sorted(after)

@@ -20,9 +20,11 @@ LB_CONFIG = ROOT / "lb" / "haproxy.cfg"
 MODEL_PATH = "/models/sentiment/predict"  # b's route: the model's own, without the Router
 
 
-def ours_config(model_dir: Path, replicas: int, **spec: Any) -> dict[str, Any]:
-    """The shipped Serve config, sentiment only, replicas pinned to the cores. One node: its
-    one ingress and one Router replica."""
+def ours_config(
+    model_dir: Path, replicas: int, user_config: dict[str, Any] | None = None, **spec: Any
+) -> dict[str, Any]:
+    """The shipped Serve config, sentiment only, replicas pinned to the cores, `spec` and
+    `user_config` over the shipped ones. One node: its one ingress and one Router replica."""
     config = yaml.safe_load(SERVE_CONFIG.read_text())
     config["http_options"].update(host="127.0.0.1", port=HTTP_PORT)
     config["proxy_location"] = "HeadOnly"
@@ -37,6 +39,7 @@ def ours_config(model_dir: Path, replicas: int, **spec: Any) -> dict[str, Any]:
     app["args"] = {**app["args"], "api": api, "spec": {**app["args"]["spec"], **spec}}
     (sentiment,) = app["deployments"]
     sentiment["autoscaling_config"].update(min_replicas=replicas, max_replicas=replicas)
+    sentiment["user_config"].update(user_config or {})
     sentiment["ray_actor_options"].pop("memory", None)
     config["applications"] = [router_app, app]
     return config

@@ -15,16 +15,22 @@ RAW_BATCHES = (16, 32)
 
 
 def raw_worker(
-    model_dir: str, texts: list[str], seconds: float, threads: int, spec: dict, barrier: Any
+    model_dir: str,
+    texts: list[str],
+    seconds: float,
+    threads: int,
+    spec: dict,
+    barrier: Any,
+    sizes: tuple[int, ...] = RAW_BATCHES,
 ) -> dict[int, float]:
-    """One process of a raw measurement: the model on `threads` intra-op threads, then each of
-    RAW_BATCHES for at least `seconds`, started together with the other processes (`barrier`).
-    Sequences per second over the time the whole batches took (the last one ends past
-    `seconds`)."""
+    """One process of a raw measurement: the model on `threads` intra-op threads, then each batch
+    size in `sizes` for at least `seconds`, started together with the other processes
+    (`barrier`). Sequences per second over the time the whole batches took (the last one ends
+    past `seconds`)."""
     model = load_model(ModelSpec(task="sentiment", source=f"{model_dir}/sentiment", **spec))
     model.set_threads(threads)
     rates: dict[int, float] = {}
-    for batch in RAW_BATCHES:
+    for batch in sizes:
         batches = [texts[i : i + batch] for i in range(0, len(texts), batch)]
         model.predict(batches[0])  # warm-up at this shape
         barrier.wait()
@@ -38,7 +44,13 @@ def raw_worker(
 
 
 def raw_layout(
-    model_dir: Path, texts: list[str], seconds: float, processes: int, threads: int, spec: dict
+    model_dir: Path,
+    texts: list[str],
+    seconds: float,
+    processes: int,
+    threads: int,
+    spec: dict,
+    sizes: tuple[int, ...] = RAW_BATCHES,
 ) -> dict[int, float]:
     """seq/s of `processes` side by side on `threads` threads each, by batch size."""
     import multiprocessing
@@ -46,9 +58,9 @@ def raw_layout(
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager, context.Pool(processes) as pool:
         barrier = manager.Barrier(processes)
-        work = (str(model_dir), texts, seconds, threads, spec, barrier)
+        work = (str(model_dir), texts, seconds, threads, spec, barrier, sizes)
         rates = pool.starmap(raw_worker, [work] * processes, chunksize=1)
-    return {batch: sum(r[batch] for r in rates) for batch in RAW_BATCHES}
+    return {batch: sum(r[batch] for r in rates) for batch in sizes}
 
 
 def raw_limit(
@@ -74,3 +86,15 @@ def raw_limit(
         "trials": trials,
         **spec,
     }
+
+
+def raw_slice(model_dir: Path, texts: list[str], seconds: float, limit: dict[str, Any]) -> float:
+    """seq/s of the layout and batch size that won `limit` (a raw_limit result), once more: a
+    short slice taken right beside a served measurement, so both see the same machine."""
+    spec = {k: limit[k] for k in ("quantize", "runtime") if k in limit}
+    rates = raw_layout(
+        model_dir, texts, seconds, limit["processes"], limit["threads"], spec, (limit["batch"],)
+    )
+    rate = round(rates[limit["batch"]], 2)
+    log(f"  a slice, {spec or 'fp32'} ({limit['layout']}, batch {limit['batch']}): {rate} seq/s")
+    return rate

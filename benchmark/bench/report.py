@@ -12,29 +12,28 @@ def ratio(x: float | None, y: float | None) -> float | None:
 def summarize(results: dict[str, Any]) -> None:
     """The ratios the targets are stated in, from one run's measurements."""
     sat = {k: v.get("saturation_rps") for k, v in results.items() if isinstance(v, dict)}
-    raws = [results.get(k, {}).get("seq_per_s") for k in ("a_raw", "a_raw_end")]
-    raw = sum(raws) / len(raws) if all(raws) else None
-    results["a_raw_mean_seq_per_s"] = raw
-    raw_int8 = results.get("a_raw_int8", {}).get("seq_per_s")
-    raw_ort = results.get("a_raw_ort_int8", {}).get("seq_per_s")
-    b, b8, bort, c, d, e, eort = (
+    fair = {k: results.get(k, {}) for k in ("fair", "fair_int8", "fair_ort_int8")}
+    results["a_raw_mean_seq_per_s"] = fair["fair"].get("a_mean_seq_per_s")
+    b, b8, bort, c, d, e = (
         sat.get(k)
-        for k in (
-            "b_ours", "b_ours_int8", "b_ours_ort_int8", "c_seed", "d_fastapi", "e_bentoml",
-            "e_bentoml_ort_int8",
-        )
-    )  # fmt: skip
+        for k in ("b_ours", "b_ours_int8", "b_ours_ort_int8", "c_seed", "d_fastapi", "e_bentoml")
+    )
     lb = results.get("b_lb_pair", {})
     results["ratios"] = {
-        "b/a": ratio(b, raw),
-        "b_int8/a_int8": ratio(b8, raw_int8),
-        "b_ort_int8/a_ort_int8": ratio(bort, raw_ort),
+        # b's busiest level against a measured right before and right after it (run.py's fair).
+        **{
+            name: ratio(fair[key].get("b_rps"), fair[key].get("a_mean_seq_per_s"))
+            for name, key in (
+                ("b/a", "fair"),
+                ("b_int8/a_int8", "fair_int8"),
+                ("b_ort_int8/a_ort_int8", "fair_ort_int8"),
+            )
+        },
         "b/c": ratio(b, c),
         "b_int8/c": ratio(b8, c),
         "b_ort_int8/c": ratio(bort, c),
         "b/d": ratio(b, d),
         "b/e": ratio(b, e),
-        "b_ort_int8/e_ort_int8": ratio(bort, eort),
         "b/max(d,e)": ratio(b, max(filter(None, (d, e)), default=None)),
         "b_predict/b": ratio(sat.get("b_ours_predict"), b),
         "b_lb/b_direct": ratio(lb.get("lb_rps"), lb.get("direct_rps")),
@@ -46,13 +45,18 @@ def summarize(results: dict[str, Any]) -> None:
     results["noop_p50_model_route/predict"] = ratio(
         results["noop_model_route_p50_ms"], results["noop_p50_ms"]
     )
+    # One client on b and on e in alternating slices (bench/lone.py), for torch and ORT int8.
     lone = {
-        k: (results.get(k, {}).get("levels") or [{}])[0].get("p50_ms")
-        for k in ("b_ours", "e_bentoml", "b_ours_ort_int8", "e_bentoml_ort_int8")
+        f"{system}{suffix}": (results.get(key, {}).get(system, {}).get("levels") or [{}])[0].get(
+            "p50_ms"
+        )
+        for key, suffix in (("lone", ""), ("lone_ort_int8", "_ort_int8"))
+        for system in ("b", "e")
     }
     results["lone_p50_ms"] = lone
-    results["lone_p50_b/e"] = ratio(lone["b_ours"], lone["e_bentoml"])
-    results["lone_p50_b_ort/e_ort"] = ratio(lone["b_ours_ort_int8"], lone["e_bentoml_ort_int8"])
+    results["lone_p50_b/e"] = ratio(lone["b"], lone["e"])
+    results["lone_p50_b_ort/e_ort"] = ratio(lone["b_ort_int8"], lone["e_ort_int8"])
+    results["batches"] = {k: v.get("batches") for k, v in fair.items() if v}
 
 
 def cell(level: dict | None) -> str:
@@ -61,8 +65,7 @@ def cell(level: dict | None) -> str:
 
 def print_table(results: dict, levels_: list[int]) -> None:
     rows = [
-        ("a. raw batched (limit), start", "a_raw"),
-        ("a. raw batched (limit), end", "a_raw_end"),
+        ("a. raw batched (limit)", "a_raw"),
         ("a. raw batched, torch int8", "a_raw_int8"),
         ("a. raw batched, ONNX Runtime int8", "a_raw_ort_int8"),
         ("b. this project, /models/sentiment/predict", "b_ours"),
@@ -72,7 +75,6 @@ def print_table(results: dict, levels_: list[int]) -> None:
         ("c. seed article", "c_seed"),
         ("d. FastAPI + uvicorn", "d_fastapi"),
         ("e. BentoML", "e_bentoml"),
-        ("e. BentoML, ONNX Runtime int8", "e_bentoml_ort_int8"),
         ("no-op deployment, its own route", "noop_model_route"),
         ("no-op deployment behind the Router", "noop"),
     ]
@@ -96,5 +98,13 @@ def print_table(results: dict, levels_: list[int]) -> None:
     print(
         f"p99/p50 at 70% of b's saturation: {results['tail_at_70pct']}; no-op p50 on its own "
         f"route {results['noop_model_route_p50_ms']} ms, through /predict "
-        f"{results['noop_p50_ms']} ms; one client's p50, b vs e: {results['lone_p50_ms']}\n"
+        f"{results['noop_p50_ms']} ms; one client's p50, b vs e: {results['lone_p50_ms']}"
     )
+    fair = {k: results.get(k) for k in ("fair", "fair_int8", "fair_ort_int8")}
+    for key, run in fair.items():
+        if run and "b_rps" in run:
+            print(
+                f"{key}: b {run['b_rps']:.1f} rps at {run['concurrency']} clients between a "
+                f"{run['a_seq_per_s']} seq/s; batches {run['batches']}"
+            )
+    print()

@@ -143,9 +143,9 @@ class SlowSentiment(ModelDeployment):
 def test_batch_takes_what_queued_while_the_model_ran(
     cluster: LocalCluster, tiny_models: Path
 ) -> None:
-    """Seven requests arrive 30 ms apart while a 1 s forward pass runs. `serve.batch` alone would
-    close a batch 10 ms after each of them (seven batches of one); the replica holds them until
-    the model is free, and they run as one batch."""
+    """Seven requests arrive 30 ms apart while a 1 s forward pass runs. `serve.batch` would close
+    a batch 10 ms after each of them (seven batches of one); the replica's dispatcher holds them
+    until the model is free, and they run as one batch."""
     deployment = serve.deployment(SlowSentiment).options(
         name="slow",
         ray_actor_options={"num_cpus": 0},
@@ -158,7 +158,10 @@ def test_batch_takes_what_queued_while_the_model_ran(
     )
     try:
         responses = [handle.predict.remote("the first request")]
-        time.sleep(0.1)  # its batch is running
+        deadline = time.monotonic() + 30
+        while not handle.batch_sizes.remote().result(timeout_s=30):  # until its batch runs
+            assert time.monotonic() < deadline, "the first batch never started"
+            time.sleep(0.02)
         for i in range(7):
             responses.append(handle.predict.remote(f"request {i} while the model runs"))
             time.sleep(0.03)

@@ -39,7 +39,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def url() -> Iterator[str]:
+def served() -> Iterator[tuple[str, subprocess.Popen]]:
+    """A tiny FastAPI server on 127.0.0.1: its predict URL and its process."""
     port = free_port()
     server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)])
     base = f"http://127.0.0.1:{port}"
@@ -49,9 +50,14 @@ def url() -> Iterator[str]:
             break
         except requests.ConnectionError:
             time.sleep(0.1)
-    yield f"{base}/predict"
+    yield f"{base}/predict", server
     server.terminate()
     server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def url(served: tuple[str, subprocess.Popen]) -> str:
+    return served[0]
 
 
 def run_load(url: str, bodies: Path, *mode: str) -> dict:
@@ -125,7 +131,9 @@ def test_benchmark_configs_are_the_shipped_ones_cut_to_sentiment(tmp_path: Path)
     from serve.check_config import check_config
 
     b = bench("ours")
-    ours = b.ours_config(tmp_path, 2, runtime="onnxruntime", quantize="int8")
+    ours = b.ours_config(
+        tmp_path, 2, {"max_batch_size": 16}, runtime="onnxruntime", quantize="int8"
+    )
     check_config(ours)
     router, sentiment = ours["applications"]
     assert (router["name"], sentiment["name"]) == ("models", "sentiment")
@@ -138,6 +146,7 @@ def test_benchmark_configs_are_the_shipped_ones_cut_to_sentiment(tmp_path: Path)
     )
     (deployment,) = sentiment["deployments"]
     assert deployment["autoscaling_config"]["min_replicas"] == 2
+    assert deployment["user_config"]["max_batch_size"] == 16
     assert bench("noop").noop_config(tmp_path)["applications"][1]["import_path"] == "noop_app:build"
 
 
@@ -146,3 +155,74 @@ def test_the_benchmark_runs_ray_with_the_stacks_overhead_settings() -> None:
     assert env and all(key.startswith("RAY_") for key in env), env
     compose = (ROOT / "compose.yaml").read_text()
     assert "env_file: images/ray-overhead.env" in compose
+
+
+def test_lone_clients_are_measured_in_alternating_slices(url: str, tmp_path: Path) -> None:
+    """Each system gets one slice per round, in turn, and its p50 is the median of its slices'."""
+    bodies = tmp_path / "bodies.json"
+    bodies.write_text(json.dumps([{"text": "a"}]))
+    result = bench("lone").interleaved({"b": (url, bodies), "e": (url, bodies)}, 2, 0.5)
+    for system in ("b", "e"):
+        (level,) = result[system]["levels"]
+        slices = level["slices"]
+        assert len(slices) == 2 and all(s["concurrency"] == 1 for s in slices)
+        assert level["p50_ms"] == pytest.approx(sum(s["p50_ms"] for s in slices) / 2)
+
+
+def test_a_servers_cpu_per_request_is_counted_over_its_process_tree(
+    served: tuple[str, subprocess.Popen], tmp_path: Path
+) -> None:
+    """e's CPU is read like b's: the server's processes, per answered request."""
+    import argparse
+
+    levels = bench("load_levels")
+    url, server = served
+    bodies = tmp_path / "bodies.json"
+    bodies.write_text(json.dumps([{"text": "a"}]))
+    args = argparse.Namespace(levels=[2], warmup=0.2, seconds=1.0)
+    run = levels.levels(url, bodies, args, levels.process_cpu_seconds(server.pid, "server"))
+    (level,) = run["levels"]
+    assert 0 < level["cpu_ms_per_request"]["server"] < 50, level
+
+
+def test_the_ratios_come_from_the_fair_limit_and_the_interleaved_lone_clients() -> None:
+    report = bench("report")
+    lone = {s: {"levels": [{"p50_ms": ms}]} for s, ms in (("b", 30.0), ("e", 40.0))}
+    results = {
+        "b_ours": {"saturation_rps": 90.0},
+        "e_bentoml": {"saturation_rps": 60.0},
+        "fair": {"b_rps": 85.0, "a_mean_seq_per_s": 100.0, "batches": {"batches": 3}},
+        "lone": lone,
+    }
+    report.summarize(results)
+    assert results["ratios"]["b/a"] == 0.85
+    assert results["ratios"]["b/e"] == 1.5
+    assert results["ratios"]["b_int8/a_int8"] is None
+    assert results["lone_p50_b/e"] == 0.75
+    assert results["a_raw_mean_seq_per_s"] == 100.0
+    assert results["batches"] == {"fair": {"batches": 3}}
+
+
+def test_ab_variants_ship_their_own_code_and_settings(tmp_path: Path) -> None:
+    """benchmark/ab.py: each variant's applications run its own serve/ package and environment,
+    and A's serve/ at a git ref is that ref's tree."""
+    ab = load_script(ROOT / "benchmark" / "ab.py")
+    assert ab.pairs(["OMP_WAIT_POLICY=PASSIVE", "batch_wait_timeout_s=0.05"]) == {
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "batch_wait_timeout_s": 0.05,
+    }
+    config = ab.variant_config(
+        tmp_path, 2, "gcs://_ray_pkg_a.zip", {"X": "1"}, {"max_batch_size": 16}, {}
+    )
+    for app in config["applications"]:
+        assert app["runtime_env"]["py_modules"] == ["gcs://_ray_pkg_a.zip"]
+        assert app["runtime_env"]["env_vars"]["X"] == "1"
+        assert app["runtime_env"]["env_vars"]["HF_HUB_OFFLINE"] == "1"  # the shipped ones kept
+    shipped = bench("ours").ours_config(tmp_path, 2)
+    assert "py_modules" not in shipped["applications"][0]["runtime_env"]
+    tree = ab.code_tree("HEAD", tmp_path, "code-A")
+    assert (tree / "deployments.py").read_bytes() == subprocess.run(
+        ["git", "-C", str(ROOT), "show", "HEAD:serve/deployments.py"],
+        capture_output=True,
+        check=True,
+    ).stdout
