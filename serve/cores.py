@@ -19,10 +19,8 @@ from pathlib import Path
 
 
 def default_directory() -> Path:
-    """Shared by the node's processes: /dev/shm where it can be written, else the temp dir."""
-    shm = Path("/dev/shm")
-    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
-    return base / "serve-core-tokens"
+    """Shared by the node's processes (a container's temp dir is its node's own)."""
+    return Path(tempfile.gettempdir()) / "serve-core-tokens"
 
 
 class CoreTokens:
