@@ -27,12 +27,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench.cluster import FAST_PATH, OVERHEAD_ENV, RayCluster, batch_histogram, batch_summary
+from bench.cluster import (
+    EXPORT_S,
+    FAST_PATH,
+    OVERHEAD_ENV,
+    RayCluster,
+    batch_histogram,
+    batch_summary,
+)
 from bench.common import DASHBOARD_PORT, HTTP_PORT, ROOT, log, make_texts, read_env, write_bodies
 from bench.load_levels import levels
 from bench.ours import MODEL_PATH, ours_config
 
-EXPORT_S = 12.0  # the metrics agent has the batches this long after they ran
 CODE_EXCLUDES = ["__pycache__", "*.yaml", "*.pyc"]
 
 

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench.bento import bento_levels, bento_server
 from bench.cluster import (
     CLASSIC_PATH,
+    EXPORT_S,
     FAST_PATH,
     OVERHEAD_ENV,
     RayCluster,
@@ -57,8 +58,6 @@ from bench.seed import seed_config
 LB_MIN_RATIO = 0.95
 # torch int8 runs best at batch 16 (a's trials: docs/benchmark.md); b int8 is deployed with it.
 INT8_BATCH = 16
-# The metrics agent has b's batches this long after they ran (bench.cluster.batch_histogram).
-EXPORT_S = 12.0
 # int8 and ONNX Runtime int8 are measured in the layout that won fp32 in every run: one
 # 1-thread process per core (docs/benchmark.md); fp32 tries both.
 ONE_PER_CORE = [(os.cpu_count() or 1, 1)]
@@ -187,6 +186,18 @@ def main(argv: list[str] | None = None) -> int:
             "run": run,
         }
 
+    def lone(server_key: str, key: str, env: dict[str, str]) -> None:
+        """One client on b as deployed now and on a new e server (`env`), in alternating slices.
+        A new e: after its busiest level, BentoML's dispatcher has learned to wait for company,
+        and keeps a lone request waiting for it (about 350 ms) for a while."""
+        with ExitStack() as bento_up:
+            peer = start(
+                results, server_key, bento_up, lambda: bento_server(work, env, texts, args)
+            )
+            if peer:
+                pair = {"b": (model_url, plain_bodies), "e": (peer[0], peer[1])}
+                step(results, key, lambda: interleaved(pair))
+
     cluster: RayCluster | None = None
     try:
         if "e" not in skip:
@@ -204,16 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         cluster = RayCluster(work, {**FAST_PATH, **read_env(OVERHEAD_ENV)})
         cluster.deploy("ours", ours_config(args.model_dir, args.replicas))
         if "e" not in skip:
-            # A new e: after its busiest level, BentoML's dispatcher has learned to wait for
-            # company, and keeps a lone request waiting for it (about 350 ms) for a while.
-            with ExitStack() as bento_up:
-                log("b and a new e, one client each, in alternating slices")
-                peer = start(
-                    results, "lone", bento_up, lambda: bento_server(work, model_env, texts, args)
-                )
-                if peer:
-                    pair = {"b": (model_url, plain_bodies), "e": (peer[0], peer[1])}
-                    step(results, "lone", lambda: interleaved(pair))
+            log("b and a new e, one client each, in alternating slices")
+            lone("lone", "lone", model_env)
         step(results, "ray_idle_cpu_pct", idle_cpu)
         step(results, "b_ours", lambda: levels(model_url, plain_bodies, args, True))
         if "seq_per_s" in results.get("a_raw", {}) and "levels" in results["b_ours"]:
@@ -253,20 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         if "ort" not in skip:
             log("b with ONNX Runtime, int8")
             ort = {"runtime": "onnxruntime", "quantize": "int8"}
-            with ExitStack() as bento_up:
-                cluster.deploy("ours", ours_config(args.model_dir, args.replicas, **ort))
-                if "e" not in skip:
-                    log("b and e on ONNX Runtime int8, one client each, in alternating slices")
-                    ort_env = {**model_env, "BENCH_RUNTIME": "onnxruntime"}
-                    peer = start(
-                        results,
-                        "e_bentoml_ort_int8",
-                        bento_up,
-                        lambda: bento_server(work, ort_env, texts, args),
-                    )
-                    if peer:
-                        pair = {"b": (model_url, plain_bodies), "e": (peer[0], peer[1])}
-                        step(results, "lone_ort_int8", lambda: interleaved(pair))
+            cluster.deploy("ours", ours_config(args.model_dir, args.replicas, **ort))
+            if "e" not in skip:
+                log("b and e on ONNX Runtime int8, one client each, in alternating slices")
+                ort_env = {**model_env, "BENCH_RUNTIME": "onnxruntime"}
+                lone("e_bentoml_ort_int8", "lone_ort_int8", ort_env)
             step(
                 results,
                 "b_ours_ort_int8",

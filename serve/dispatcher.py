@@ -114,10 +114,6 @@ class Dispatcher(Generic[Item, Result]):
     def configure(self, max_batch_size: int, max_wait_s: float) -> None:
         self.max_batch_size, self.max_wait_s = max_batch_size, max_wait_s
 
-    @property
-    def waiting(self) -> int:
-        return len(self.queue)
-
     async def submit(self, item: Item) -> Result:
         now = self.clock()
         self.arrivals.arrive(now)

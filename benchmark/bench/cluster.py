@@ -20,6 +20,8 @@ FAST_PATH = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED":
 CLASSIC_PATH = {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}
 # Ray's own background work, trimmed as on every compose node (`env_file`).
 OVERHEAD_ENV = ROOT / "images" / "ray-overhead.env"
+# The metrics agent has the replicas' batches this long after they ran (batch_histogram).
+EXPORT_S = 12.0
 
 
 class RayCluster:
