@@ -54,6 +54,11 @@ def pairs(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def env_vars(items: list[str]) -> dict[str, str]:
+    """KEY=VALUE arguments as a runtime_env's env_vars (strings, as Ray requires)."""
+    return {key: value for key, _, value in (item.partition("=") for item in items)}
+
+
 def code_tree(ref: str, work: Path, name: str) -> Path:
     """A directory whose `serve/` is this project's at `ref` (WORKTREE: the files as they are)."""
     if ref == "WORKTREE":
@@ -126,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     bodies = write_bodies(work / "bodies.json", make_texts(256, words=26))
     spec = pairs(args.spec)
     variants = {
-        "A": (args.a_ref, pairs(args.a_env), pairs(args.a_user_config)),
-        "B": (args.b_ref, pairs(args.b_env), pairs(args.b_user_config)),
+        "A": (args.a_ref, env_vars(args.a_env), pairs(args.a_user_config)),
+        "B": (args.b_ref, env_vars(args.b_env), pairs(args.b_user_config)),
     }
     trees = {name: code_tree(ref, work, f"code-{name}") for name, (ref, _, _) in variants.items()}
     results: dict[str, Any] = {
