@@ -159,9 +159,12 @@ class ReplicaReport:
             CPUS: reserved.get("CPU", 0.0),
             MEMORY: reserved.get("memory", 0.0),
         }
-        if self.latencies:
-            ordered = sorted(self.latencies)
-            stats[MEASURED_P95] = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+        # 0 when it answered nothing: every report carries every key, so the newest sample of
+        # each series is from the same moment (the policy reads the newest, `latest`).
+        ordered = sorted(self.latencies)
+        stats[MEASURED_P95] = (
+            ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] if ordered else 0.0
+        )
         fitted = batch_time.fit()
         if fitted is None and batch_time.window:
             # Batches of one size only (a lone client, or always full): half of their time is
