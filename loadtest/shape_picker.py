@@ -1,4 +1,4 @@
-"""`--shape step|spike|none` (or LOCUST_SHAPE) picks the load curve when Locust starts.
+"""`--shape step|spike|ramp|none` (or LOCUST_SHAPE) picks the load curve when Locust starts.
 
 Locust uses the first shape class it finds and has no command-line switch between several, so
 this one shape delegates to the chosen curve; `none` (the default) follows -u/-r/-t as if there
@@ -8,10 +8,15 @@ were no shape at all.
 from __future__ import annotations
 
 from locust import LoadTestShape, events
-from spike_shape import SpikeShape  # locust -f loadtest/ puts this folder on sys.path
+from ramp_shape import RampShape  # locust -f loadtest/ puts this folder on sys.path
+from spike_shape import SpikeShape
 from step_shape import StepUpDownShape
 
-SHAPES: dict[str, type[LoadTestShape]] = {"step": StepUpDownShape, "spike": SpikeShape}
+SHAPES: dict[str, type[LoadTestShape]] = {
+    "step": StepUpDownShape,
+    "spike": SpikeShape,
+    "ramp": RampShape,
+}
 
 
 @events.init_command_line_parser.add_listener
@@ -21,7 +26,7 @@ def add_shape_option(parser) -> None:
         choices=["none", *SHAPES],
         default="none",
         env_var="LOCUST_SHAPE",
-        help="Load curve: step (up, hold, down), spike, or none (use -u/-r/-t)",
+        help="Load curve: step (up, hold, down), spike, ramp (slow rise), or none (use -u/-r/-t)",
     )
 
 

@@ -18,7 +18,9 @@ from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
 from serve.config import AppArgs, ModelAppArgs, ModelUserConfig, Task, canary_app
+from serve.slo_policy import SloPolicy
 
+SLO_POLICY = "serve.slo_policy:SloPolicy"
 APP_IMPORT_PATH = "serve.app:build_app"
 MODEL_APP_IMPORT_PATH = "serve.app:build_model_app"
 
@@ -108,6 +110,7 @@ def _check_model_app(where: str, app: Any, args: ModelAppArgs, proxy_timeout: An
                 f"{d_where}.graceful_shutdown_timeout_s: {named} is below the model's timeout "
                 f"({timeout:g}s); a replica stopped in a rollout would drop the requests it holds"
             )
+        problems.extend(_check_slo_policy(d_where, deployment))
         try:
             settings = ModelUserConfig.model_validate(deployment.user_config or {})
         except ValidationError as exc:
@@ -129,6 +132,19 @@ def _check_model_app(where: str, app: Any, args: ModelAppArgs, proxy_timeout: An
                 "replica answers overload itself (JSON 503, counted) before Serve queues"
             )
     return problems
+
+
+def _check_slo_policy(where: str, deployment: Any) -> list[str]:
+    """The SLO policy's kwargs, checked here: Serve would only fail in its controller."""
+    autoscaling = getattr(deployment, "autoscaling_config", None)
+    policy = (autoscaling or {}).get("policy") if isinstance(autoscaling, dict) else None
+    if not policy or policy.get("policy_function") != SLO_POLICY:
+        return []
+    try:
+        SloPolicy(**(policy.get("policy_kwargs") or {}))
+    except (TypeError, ValueError) as exc:
+        return [f"{where}.autoscaling_config.policy.policy_kwargs: {exc}"]
+    return []
 
 
 def _check_router(

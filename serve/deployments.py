@@ -39,6 +39,7 @@ from serve.schemas import (
     SummaryResult,
     answer,
 )
+from serve.slo_policy import ReplicaReport
 from serve.watchdog import BatchWatch
 
 logger = logging.getLogger("ray.serve")
@@ -57,6 +58,15 @@ def assigned_cpus() -> float:
     return float(ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0))
 
 
+def policy_of(autoscaling: Any) -> dict[str, Any]:
+    """The deployment's autoscaling policy as its config names it (Ray's default or ours)."""
+    policy = getattr(autoscaling, "policy", None)
+    return {
+        "function": str(getattr(policy, "policy_function", "default")),
+        "kwargs": dict(getattr(policy, "policy_kwargs", None) or {}),
+    }
+
+
 def node_cpus() -> int:
     """Cores this process may run on (the container's cpuset, not the host's count)."""
     return len(os.sched_getaffinity(0))
@@ -68,7 +78,8 @@ class ModelDeployment:
     def __init__(self, name: str, spec: ModelSpec, model_dir: str | None = None) -> None:
         # Intra-op threads for a batch = reserved CPUs, so co-located replicas under load don't
         # oversubscribe the node; a lone request may use the node's idle cores (reconfigure()).
-        self.batch_threads = max(1, int(assigned_cpus()))
+        self.reserved = dict(ray.get_runtime_context().get_assigned_resources())
+        self.batch_threads = max(1, int(self.reserved.get("CPU", 1.0)))
         self.lone_threads = ModelUserConfig().lone_request_threads or node_cpus()
         torch.set_num_threads(self.batch_threads)
         self.name = name
@@ -84,6 +95,7 @@ class ModelDeployment:
         # The running batch, and how long it should take (check_health's verdict).
         self.watch = BatchWatch(spec.max_input_tokens)
         self.cores = CoreTokens(node_cpus())
+        self.report = ReplicaReport(since=time.perf_counter())  # for the SLO policy
         self.dispatcher: Dispatcher[str, dict[str, Any]] = Dispatcher(
             self.run_batch, self.settings.max_batch_size, self.settings.batch_wait_timeout_s
         )
@@ -118,12 +130,14 @@ class ModelDeployment:
         are grouped into batches (serve/dispatcher.py: a batch takes everything that queued while
         the model ran). ModelTimeout past the model's `timeout_s`.
         """
+        self.report.arrive()  # demand, answered or not
         if self.pending >= self.settings.max_pending_requests:
             raise Overloaded(
                 f"Model {self.name!r} holds {self.pending} requests on this replica "
                 f"(max_pending_requests {self.settings.max_pending_requests})"
             )
         self.pending += 1
+        started = time.perf_counter()
         try:
             result = await asyncio.wait_for(self.dispatcher.submit(text), self.spec.timeout_s)
         except TimeoutError:
@@ -132,7 +146,19 @@ class ModelDeployment:
             ) from None
         finally:
             self.pending -= 1
+        self.report.answered(time.perf_counter() - started)
         return {**result, "version": self.version}
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """What the SLO policy (serve/slo_policy.py) decides on; Serve calls it every few
+        seconds whichever policy the deployment runs."""
+        return self.report.report(
+            time.perf_counter(),
+            len(self.dispatcher.queue),
+            self.dispatcher.batch_time,
+            self.settings.max_batch_size,
+            self.reserved,
+        )
 
     async def run_batch(self, texts: list[str]) -> list[dict[str, Any]]:
         """One forward pass over a batch the dispatcher formed; the watchdog and metrics see it."""
@@ -201,14 +227,17 @@ class ModelDeployment:
             "autoscaling": None
             if autoscaling is None
             else {
-                key: getattr(autoscaling, key)
-                for key in (
-                    "min_replicas",
-                    "max_replicas",
-                    "target_ongoing_requests",
-                    "upscale_delay_s",
-                    "downscale_delay_s",
-                )
+                **{
+                    key: getattr(autoscaling, key)
+                    for key in (
+                        "min_replicas",
+                        "max_replicas",
+                        "target_ongoing_requests",
+                        "upscale_delay_s",
+                        "downscale_delay_s",
+                    )
+                },
+                "policy": policy_of(autoscaling),
             },
             "max_ongoing_requests": getattr(config, "max_ongoing_requests", None),
             "num_cpus": assigned_cpus(),

@@ -1,7 +1,14 @@
-"""Replicas follow the load: a step of Locust users makes Serve's autoscaler raise sentiment's
-target above min_replicas within one metrics push + upscale_delay_s (plus slack), the new replica
-then starts and serves with no failed request, and the deployment returns to min_replicas after
+"""Replicas follow the load, under Ray's default policy and under the SLO policy.
+
+Default: a step of Locust users makes Serve's autoscaler raise sentiment's target above
+min_replicas within one metrics push + upscale_delay_s (plus slack), the new replica then starts
+and serves with no failed request, and the deployment returns to min_replicas after
 downscale_delay_s.
+
+SLO policy (serve/slo_policy.py, as shipped for sentiment): the same step raises the target sooner
+than the default policy did, since the replicas' arrival rate and batch-time fit predict the
+breach from the first report (no confirmation window, no average to climb), and the deployment
+returns to min_replicas after the load ends.
 
 The decision and the replica start are timed apart: starting a replica (importing torch, loading
 weights) on a CPU that Locust saturates takes anywhere from 10 to 60 s, which says nothing about
@@ -39,12 +46,23 @@ AUTOSCALING = {
     "upscale_delay_s": 5,
     "downscale_delay_s": 20,
     # Serve averages ongoing requests over this window (30 s by default); a short window lets the
-    # average cross the target soon after the step. It must exceed the 10 s metrics interval.
+    # average cross the target soon after the step.
     "look_back_period_s": 15,
 }
-# Handles push their ongoing-request counts to the controller this often
-# (RAY_SERVE_HANDLE_AUTOSCALING_METRIC_PUSH_INTERVAL_S).
-METRICS_PUSH_S = 10
+# The SLO policy with the same bounds, an SLO that 8 users on one replica breach, and no upscale
+# delay: its prediction needs no confirmation window (as Kubernetes' HPA scales up at once).
+SLO_MS = 150
+SLO_AUTOSCALING = {
+    **AUTOSCALING,
+    "upscale_delay_s": 0,
+    "policy": {
+        "policy_function": "serve.slo_policy:SloPolicy",
+        "policy_kwargs": {"p95_ms": SLO_MS},
+    },
+}
+# Replicas and handles push their metrics to the controller this often
+# (RAY_SERVE_*_AUTOSCALING_METRIC_PUSH_INTERVAL_S in images/ray-overhead.env).
+METRICS_PUSH_S = 2
 # Seconds the new replica may take to start on a saturated CPU.
 REPLICA_START_S = 90
 
@@ -65,12 +83,21 @@ def prometheus_replicas(stack: Stack) -> float:
     return prometheus_value(stack, 'deployment:ray_serve_replicas:running{deployment="sentiment"}')
 
 
+# Seconds from the step to the raised target, per policy (the SLO test compares).
+DECIDED: dict[str, float] = {}
+
+
+def deploy_autoscaling(stack: Stack, autoscaling: dict, path: Path) -> None:
+    override = yaml.safe_load(SERVE_CONFIG.read_text())
+    config = deployment_of(override, "sentiment")["autoscaling_config"]
+    config.pop("policy", None)  # Ray's default unless `autoscaling` names one
+    config.update(autoscaling)
+    deploy_config(stack, override, path)
+
+
 def test_replicas_follow_a_step_load_up_and_back_down(stack: Stack, tmp_path: Path) -> None:
     shipped = yaml.safe_load(SERVE_CONFIG.read_text())
-    override = yaml.safe_load(SERVE_CONFIG.read_text())
-    sentiment = deployment_of(override, "sentiment")
-    sentiment["autoscaling_config"].update(AUTOSCALING)
-    deploy_config(stack, override, tmp_path / "override.yaml")
+    deploy_autoscaling(stack, AUTOSCALING, tmp_path / "override.yaml")
     try:
         assert wait_until(lambda: running_replicas(stack) == 1, 60) is not None
 
@@ -82,7 +109,7 @@ def test_replicas_follow_a_step_load_up_and_back_down(stack: Stack, tmp_path: Pa
             "SentimentUser",
             *("-u", "8", "-r", "8", "-t", f"{duration_s}s", "--exporter-port", "0"),
         )
-        decision_limit = METRICS_PUSH_S + AUTOSCALING["upscale_delay_s"] + 20
+        decision_limit = METRICS_PUSH_S + AUTOSCALING["upscale_delay_s"] + 25
         decided_after = wait_until(lambda: target_replicas(stack) >= 2, decision_limit)
         running_after = wait_until(lambda: running_replicas(stack) >= 2, REPLICA_START_S)
         seen_in_prometheus = wait_until(lambda: prometheus_replicas(stack) >= 2, 30)
@@ -91,6 +118,8 @@ def test_replicas_follow_a_step_load_up_and_back_down(stack: Stack, tmp_path: Pa
             locust.send_signal(signal.SIGINT)  # Locust stops its users and writes its stats
         output = locust.finish(timeout=duration_s + 120)
         print(f"target raised after {decided_after} s, replica running {running_after} s later")
+        if decided_after is not None:
+            DECIDED["default"] = decided_after
 
         assert decided_after is not None, (
             f"the autoscaler did not raise sentiment's target within {decision_limit}s"
@@ -106,5 +135,37 @@ def test_replicas_follow_a_step_load_up_and_back_down(stack: Stack, tmp_path: Pa
         )
         assert back_down is not None, "sentiment did not return to min_replicas"
         assert back_down >= AUTOSCALING["downscale_delay_s"] - 5, "scaled down before the delay"
+    finally:
+        deploy_config(stack, shipped, tmp_path / "shipped.yaml")
+
+
+def test_slo_policy_scales_up_sooner_and_back_down(stack: Stack, tmp_path: Path) -> None:
+    shipped = yaml.safe_load(SERVE_CONFIG.read_text())
+    deploy_autoscaling(stack, SLO_AUTOSCALING, tmp_path / "slo.yaml")
+    try:
+        assert wait_until(lambda: running_replicas(stack) == 1, 60) is not None
+        csv = tmp_path / "slo-step"
+        duration_s = METRICS_PUSH_S + 60
+        locust = start_locust(
+            stack,
+            csv,
+            "SentimentUser",
+            *("-u", "8", "-r", "8", "-t", f"{duration_s}s", "--exporter-port", "0"),
+        )
+        decided_after = wait_until(lambda: target_replicas(stack) >= 2, duration_s, every_s=0.5)
+        locust.send_signal(signal.SIGINT)
+        output = locust.finish(timeout=duration_s + 120)
+        print(f"SLO policy: target raised after {decided_after} s (default: {DECIDED})")
+        assert decided_after is not None, f"the SLO policy kept 1 replica for {duration_s}s"
+        assert "default" in DECIDED, "the default policy's test did not record its decision"
+        assert decided_after < DECIDED["default"], (decided_after, DECIDED)
+        assert locust.returncode == 0, output[-3000:]
+        requests_sent, failures, _ = locust_totals(csv)
+        assert requests_sent > 0 and failures == 0, (requests_sent, failures)
+        back_down = wait_until(
+            lambda: target_replicas(stack) == 1 and running_replicas(stack) == 1,
+            SLO_AUTOSCALING["downscale_delay_s"] + 90,
+        )
+        assert back_down is not None, "sentiment did not return to min_replicas"
     finally:
         deploy_config(stack, shipped, tmp_path / "shipped.yaml")

@@ -47,6 +47,7 @@ OURS = DASHBOARDS / "serving"
 REFERENCE_LINES = (
     "deployment:ray_serve_max_replicas:config",
     "autoscaling_target_ongoing_requests",
+    "ray_slo_p95_seconds",
 )
 
 

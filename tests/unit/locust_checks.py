@@ -6,6 +6,7 @@ threads (gevent) for the whole process, which the Ray tests must not inherit.
 
 from __future__ import annotations
 
+import itertools
 import sys
 from argparse import Namespace
 from pathlib import Path
@@ -21,6 +22,7 @@ sys.path.insert(0, str(ROOT / "loadtest"))  # as `locust -f loadtest/` does
 import exporter
 from api_target import api_port, default_host, dotenv_value
 from exporter import LocustCollector
+from ramp_shape import RampShape
 from shape_picker import ShapePicker
 from spike_shape import SpikeShape
 from step_shape import StepUpDownShape
@@ -55,6 +57,16 @@ def test_spike_shape_jumps_at_once() -> None:
     assert users[first_spike - 1] == SpikeShape.base_users
     assert users.count(SpikeShape.spike_users) == SpikeShape.spike_s
     assert users[-1] is None
+
+
+def test_ramp_shape_rises_a_little_at_a_time() -> None:
+    users = [t[0] if t else None for t in ticks(RampShape, 500)]
+    rising = users[: RampShape.ramp_s]
+    assert rising[0] == RampShape.base_users and rising == sorted(rising)
+    assert max(b - a for a, b in itertools.pairwise(rising)) <= 1
+    assert users[RampShape.ramp_s] == RampShape.peak_users
+    end = RampShape.ramp_s + RampShape.hold_s + RampShape.cooldown_s
+    assert users[end - 1] == RampShape.base_users and users[end] is None
 
 
 def test_users_target_every_model() -> None:

@@ -109,6 +109,17 @@ def test_check_config_rejects_a_model_without_its_application(shipped: dict) -> 
         check_config(shipped)
 
 
+def test_check_config_checks_the_slo_policy_kwargs(shipped: dict) -> None:
+    policy = deployment(shipped, "sentiment")["autoscaling_config"]["policy"]
+    assert policy["policy_function"] == "serve.slo_policy:SloPolicy"
+    policy["policy_kwargs"] = {"p95_ms": 300, "scale_up_at": 0.5}
+    with pytest.raises(ConfigError, match=r"deployments\[sentiment\]\.autoscaling_config\.policy"):
+        check_config(shipped)
+    # Ray's default is the same config without `policy`.
+    del deployment(shipped, "sentiment")["autoscaling_config"]["policy"]
+    check_config(shipped)
+
+
 def test_check_config_rejects_a_model_application_named_otherwise(shipped: dict) -> None:
     model_app(shipped, "embedding")["name"] = "embeddings"
     with pytest.raises(
