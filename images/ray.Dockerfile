@@ -1,7 +1,8 @@
 # Two images from one file:
 #   --target node: the Ray head and workers: Python, the locked dependencies (Ray, torch,
-#     transformers) and the node scripts, no application code. It changes only with the lock file,
-#     this file or images/*.py, so an edit of serve/ never recreates a Ray node.
+#     transformers) and the node scripts, no application code but the autoscaling policy. It
+#     changes only with the lock file, this file, images/*.py or serve/slo_policy.py, so any other
+#     edit of serve/ never recreates a Ray node.
 #   the final stage (app): node + the application (serve/, scripts/, loadtest/), for the models,
 #     deploy and load steps. The deployer ships serve/ to the cluster as a Ray package
 #     (runtime_env py_modules), so a code change rolls replicas, not nodes.
@@ -38,6 +39,10 @@ RUN useradd --create-home --uid 1000 --shell /bin/bash ray \
 COPY --from=deps /opt/venv /opt/venv
 COPY --chown=ray:ray images/node_health.py images/stack_secrets.py images/advertise.py \
     images/ray_targets.py /app/images/
+# The SLO autoscaling policy, imported by name where Serve checks a config (the head's dashboard)
+# and pickled from there to the controller. /app/serve/ has no __init__.py here: a namespace
+# package, which the replicas' own `serve` package (runtime_env py_modules) always wins over.
+COPY --chown=ray:ray serve/slo_policy.py /app/serve/slo_policy.py
 # The `ray` user, numeric so that a runtime can verify it is not root.
 USER 1000:1000
 WORKDIR /app
