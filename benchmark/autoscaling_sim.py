@@ -40,15 +40,14 @@ from serve.slo_policy import (  # noqa: E402
 DT_S = 0.05  # simulation step
 SUBSTEPS = 5  # arrivals within a step, spread evenly
 DECIDE_EVERY_S = 1.0  # how often the controller decides (Serve's loop is faster; metrics lag)
-# Replicas push their metrics every 2 s (RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S in
-# images/ray-overhead.env),
+# Replicas push their metrics every 2 s (sentiment's metrics_interval_s in the Serve config),
 # sampled every look_back_period_s * 0.2: the controller decides on what the last push held.
 PUSH_S = 2.0
 RECORD_S = 6.0
 WINDOW_S = 10.0  # SLO attainment is judged per window of this length
 TIMEOUT_S = 30.0  # a request older than this when it would start has failed
 
-# Sentiment on one core of the 2-core test machine (the dispatcher's fit, docs/autoscaling.md).
+# Sentiment on one core of the 2-core test machine: a round figure of the dispatcher's fit there.
 SENTIMENT = BatchFit(intercept_s=0.030, slope_s=0.011, max_batch_size=32)
 
 Trace = Callable[[float], float]  # seconds -> arrivals per second

@@ -46,6 +46,7 @@ logger = logging.getLogger("ray.serve")
 
 FAULT_INJECTION_ENV = "SERVE_APP_FAULT_INJECTION"
 WARM_UP_TEXT = "A short text that runs through the model once before the first request."
+WARM_UP_BATCH = 4
 
 
 def require_fault_injection() -> None:
@@ -109,6 +110,12 @@ class ModelDeployment:
         self.watch.start([WARM_UP_TEXT], loaded)
         self._forward([WARM_UP_TEXT], self.batch_threads)
         warm_s = self.watch.finish(time.perf_counter(), self.spec.timeout_s or 0.0)
+        # Two more, of two sizes, give the dispatcher's batch-time fit a start, so the SLO
+        # policy can predict from this replica's first report (real batches soon replace them).
+        for texts in ([WARM_UP_TEXT], [WARM_UP_TEXT] * WARM_UP_BATCH):
+            started = time.perf_counter()
+            self._forward(texts, self.batch_threads)
+            self.dispatcher.batch_time.observe(len(texts), time.perf_counter() - started)
         logger.info(
             "Loaded model %r (%s) from %s in %.1fs with %d torch threads; first input %.2fs",
             name,

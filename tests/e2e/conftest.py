@@ -162,11 +162,14 @@ class Stack:
         )
         rendered = config.with_name(f"{config.stem}.deployed.yaml")
         rendered.write_text(yaml.safe_dump(raw, sort_keys=False))
+        # The CLI checks the config first, and imports the SLO policy by name to do so.
+        path = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
         subprocess.run(
             [str(Path(sys.executable).parent / "serve"), "deploy", str(rendered),
              "--address", self.dashboard],
             check=True,
-            env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token},
+            env={**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
+                 "PYTHONPATH": path},
         )  # fmt: skip
 
     def run(
