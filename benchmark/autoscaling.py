@@ -39,31 +39,36 @@ from bench.cluster import FAST_PATH, OVERHEAD_ENV, RayCluster
 from bench.common import DASHBOARD_PORT, HTTP_PORT, ROOT, log, read_env
 from bench.ours import ours_config
 
-sys.path.insert(0, str(ROOT / "loadtest"))
-from ramp_shape import RampShape
-from spike_shape import SpikeShape
-from step_shape import StepUpDownShape
-
 WINDOW_S = 10.0
 HOLDING = {"STARTING", "UPDATING", "RECOVERING", "RUNNING"}  # replicas that reserve resources
-# Each shape's length, and when its load first rises.
-SHAPES: dict[str, tuple[float, float]] = {
-    "step": (
-        StepUpDownShape.step_s
-        * (
-            (StepUpDownShape.peak_users - StepUpDownShape.base_users) // StepUpDownShape.step_users
-            + 1
-        )
-        + StepUpDownShape.hold_s
-        + StepUpDownShape.cooldown_s,
-        float(StepUpDownShape.step_s),
-    ),
-    "spike": (
-        SpikeShape.warmup_s + SpikeShape.spike_s + SpikeShape.recovery_s,
-        float(SpikeShape.warmup_s),
-    ),
-    "ramp": (RampShape.ramp_s + RampShape.hold_s + RampShape.cooldown_s, 0.0),
-}
+
+
+SHAPE_TIMING = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from ramp_shape import RampShape
+from spike_shape import SpikeShape as Spike
+from step_shape import StepUpDownShape as Step
+steps = (Step.peak_users - Step.base_users) // Step.step_users + 1
+print(json.dumps({
+    "step": [Step.step_s * steps + Step.hold_s + Step.cooldown_s, Step.step_s],
+    "spike": [Spike.warmup_s + Spike.spike_s + Spike.recovery_s, Spike.warmup_s],
+    "ramp": [RampShape.ramp_s + RampShape.hold_s + RampShape.cooldown_s, 0],
+}))
+"""
+
+
+def shape_timing(shape: str) -> tuple[float, float]:
+    """A loadtest/ shape's length, and when its load first rises. Read in a process of its own:
+    Locust patches the standard library on import, which breaks a process that has used ssl."""
+    out = subprocess.run(
+        [sys.executable, "-c", SHAPE_TIMING, str(ROOT / "loadtest")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    length, rise = json.loads(out.strip().splitlines()[-1])[shape]
+    return float(length), float(rise)
 
 
 def policy_config(
@@ -105,7 +110,7 @@ def drive(shape: str, work: Path, name: str) -> tuple[list[tuple[float, int, int
     """Locust through `shape`; Serve's replicas once a second meanwhile."""
     record = work / f"{name}.requests"
     record.unlink(missing_ok=True)
-    length, _ = SHAPES[shape]
+    length, _ = shape_timing(shape)
     env = {**os.environ, "AUTOSCALING_RECORD": str(record), "LOCUST_SHAPE": shape}
     locust = subprocess.Popen(
         [
@@ -230,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                 settle(args.min_replicas)
                 log(f"{shape}, {policy} policy")
                 timeline, record, started = drive(shape, work, f"{shape}-{policy}")
-                run = summarize(timeline, record, started, SHAPES[shape][1], slo_s)
+                run = summarize(timeline, record, started, shape_timing(shape)[1], slo_s)
                 results[shape][policy] = run
                 log(
                     f"  SLO attainment {run['slo_attainment']}, {run['replica_seconds']} "

@@ -12,10 +12,11 @@ batch size). A request waits for the batch that runs when it arrives (up to `T`)
 own (`T`): its p95 is about `(1 + 0.95) * T`.
 
 The policy takes the fewest replicas whose predicted p95 is below `scale_up_at` of the SLO, and
-gives one back only when a replica fewer would still be below `scale_down_at` of it (the gap
-between the two keeps a steady load from flapping). A measured p95 above the SLO that the model
-did not foresee adds a replica all the same. It never asks for more replicas than the cluster can
-place (`capacity_adjusted_max_replicas`); what it could not get is reported as unmet demand.
+gives replicas back only down to a count still below `scale_down_at` of it (the gap between the
+two keeps a steady load from flapping). A measured p95 above the SLO that the model did not
+foresee adds a replica all the same; no arrivals at all return to min_replicas. It never asks for
+more replicas than the cluster's free CPUs and memory hold (`SloPolicy.placeable`); what it could
+not get is reported as unmet demand.
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ def decide(
 ARRIVALS = "arrivals_per_s"
 QUEUED = "queued"
 MEASURED_P95 = "p95_s"
+ANSWERED = "answered"  # how many answers that p95 is of
 INTERCEPT = "batch_intercept_s"
 SLOPE = "batch_slope_s"
 MAX_BATCH = "max_batch_size"
@@ -121,6 +123,9 @@ REPORTED = (ARRIVALS, QUEUED, INTERCEPT, SLOPE, MAX_BATCH)
 
 # A backlog counts as extra arrivals that the replicas should clear within this many seconds.
 DRAIN_S = 10.0
+# A replica's measured p95 counts once it is of this many answers: of a few, one answer that
+# waited behind another application's batch on a shared machine is the p95.
+MIN_ANSWERS = 50
 
 
 class Fitted(Protocol):
@@ -165,6 +170,7 @@ class ReplicaReport:
         stats[MEASURED_P95] = (
             ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] if ordered else 0.0
         )
+        stats[ANSWERED] = float(len(ordered))
         fitted = batch_time.fit()
         if fitted is None and batch_time.window:
             # Batches of one size only (a lone client, or always full): half of their time is
@@ -284,7 +290,15 @@ class SloPolicy:
         # Running replicas that have not reported yet receive their share too.
         share = max(ctx.current_num_replicas, 1) / len(replicas)
         rate = (total(ARRIVALS) + total(QUEUED) / DRAIN_S) * share
-        measured = max(latest(ctx, MEASURED_P95).values(), default=None)
+        answered = latest(ctx, ANSWERED)
+        measured = max(
+            (
+                p95
+                for r, p95 in latest(ctx, MEASURED_P95).items()
+                if answered.get(r, 0) >= MIN_ANSWERS
+            ),
+            default=None,
+        )
         reserved = {
             name: max(latest(ctx, key).get(r, 0.0) for r in replicas)
             for name, key in (("CPU", CPUS), ("memory", MEMORY))

@@ -7,12 +7,14 @@ import pytest
 
 from serve.dispatcher import BatchTimeModel
 from serve.slo_policy import (
+    ANSWERED,
     ARRIVALS,
     CPUS,
     DRAIN_S,
     INTERCEPT,
     MAX_BATCH,
     MEASURED_P95,
+    MIN_ANSWERS,
     P95_BATCHES,
     QUEUED,
     SLOPE,
@@ -218,7 +220,8 @@ def test_replica_report_covers_the_time_since_the_last() -> None:
     assert stats[INTERCEPT] == pytest.approx(0.040 - 0.160 / 15)
     assert stats[CPUS] == 1.0
     after = report.report(20.0, 0, batch_time, 32, {"CPU": 1.0})
-    assert after[ARRIVALS] == 0 and after[MEASURED_P95] == 0
+    assert after[ARRIVALS] == 0 and after[MEASURED_P95] == 0 and after[ANSWERED] == 0
+    assert stats[ANSWERED] == 20
 
 
 def test_replica_report_of_one_batch_size_takes_half_as_fixed() -> None:
@@ -261,3 +264,19 @@ def test_no_arrivals_go_back_to_min_replicas() -> None:
         ).replicas
         == 1
     )
+
+
+def test_serve_policy_counts_a_measured_p95_only_of_enough_answers() -> None:
+    from ray.serve._private.common import TimeStampedValue
+
+    replicas = context(rate_per_replica=20, replicas=2).running_replicas
+
+    def with_measured(answers: float) -> int:
+        raw = {
+            MEASURED_P95: {r: [TimeStampedValue(1.0, 0.9)] for r in replicas},
+            ANSWERED: {r: [TimeStampedValue(1.0, answers)] for r in replicas},
+        }
+        return policy_on(free_cpus=8)(context(20, replicas=2, raw=raw))[0]
+
+    assert with_measured(MIN_ANSWERS) == 3  # the breach the model missed adds one
+    assert with_measured(MIN_ANSWERS - 1) <= 2  # of a handful of answers it is noise
