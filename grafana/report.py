@@ -25,7 +25,7 @@ DASHBOARD = (
 PANELS = (
     "Locust users and requests per second",
     "Requests per second by model",
-    "Latency p50 / p99 by model",
+    "Latency p50 / p99 by model, and its SLO",
     "Error ratio by model",
     "Running replicas",
     "Locust response time p50 / p99 by endpoint",

@@ -291,14 +291,8 @@ class SloPolicy:
         share = max(ctx.current_num_replicas, 1) / len(replicas)
         rate = (total(ARRIVALS) + total(QUEUED) / DRAIN_S) * share
         answered = latest(ctx, ANSWERED)
-        measured = max(
-            (
-                p95
-                for r, p95 in latest(ctx, MEASURED_P95).items()
-                if answered.get(r, 0) >= MIN_ANSWERS
-            ),
-            default=None,
-        )
+        p95s = latest(ctx, MEASURED_P95)
+        measured = max((p95s[r] for r in p95s if answered.get(r, 0) >= MIN_ANSWERS), default=None)
         reserved = {
             name: max(latest(ctx, key).get(r, 0.0) for r in replicas)
             for name, key in (("CPU", CPUS), ("memory", MEMORY))
@@ -323,7 +317,7 @@ class SloPolicy:
             {
                 "slo_p95_seconds": self.slo_s,
                 "slo_predicted_p95_seconds": decision.predicted_p95_s,
-                "slo_measured_p95_seconds": measured,
+                "slo_measured_p95_seconds": max(p95s.values(), default=None),
                 "slo_desired_replicas": float(decision.wanted),
                 "slo_unmet_replicas": float(decision.unmet),
             },
