@@ -88,8 +88,14 @@ def policy_config(
 
 def replicas_now() -> tuple[int, int]:
     """(replicas holding resources, the autoscaler's target) of sentiment."""
+    from ray._private.authentication.http_token_authentication import (
+        get_auth_headers_if_auth_enabled,
+    )
+
     apps = requests.get(
-        f"http://127.0.0.1:{DASHBOARD_PORT}/api/serve/applications/", timeout=10
+        f"http://127.0.0.1:{DASHBOARD_PORT}/api/serve/applications/",
+        headers=get_auth_headers_if_auth_enabled({}),  # the cluster's token, as Ray's CLIs send it
+        timeout=10,
     ).json()["applications"]
     deployment = apps["sentiment"]["deployments"]["sentiment"]
     holding = sum(r["state"] in HOLDING for r in deployment["replicas"])
