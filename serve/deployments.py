@@ -54,11 +54,6 @@ def require_fault_injection() -> None:
         raise PermissionError(f"fault injection is disabled (set {FAULT_INJECTION_ENV}=1)")
 
 
-def assigned_cpus() -> float:
-    """CPUs Ray reserved for this replica (`ray_actor_options.num_cpus`)."""
-    return float(ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0))
-
-
 def policy_of(autoscaling: Any) -> dict[str, Any]:
     """The deployment's autoscaling policy as its config names it (Ray's default or ours)."""
     policy = getattr(autoscaling, "policy", None)
@@ -79,6 +74,7 @@ class ModelDeployment:
     def __init__(self, name: str, spec: ModelSpec, model_dir: str | None = None) -> None:
         # Intra-op threads for a batch = reserved CPUs, so co-located replicas under load don't
         # oversubscribe the node; a lone request may use the node's idle cores (reconfigure()).
+        # What Ray reserved for this replica (`ray_actor_options`: num_cpus, memory).
         self.reserved = dict(ray.get_runtime_context().get_assigned_resources())
         self.batch_threads = max(1, int(self.reserved.get("CPU", 1.0)))
         self.lone_threads = ModelUserConfig().lone_request_threads or node_cpus()
@@ -247,7 +243,7 @@ class ModelDeployment:
                 "policy": policy_of(autoscaling),
             },
             "max_ongoing_requests": getattr(config, "max_ongoing_requests", None),
-            "num_cpus": assigned_cpus(),
+            "num_cpus": float(self.reserved.get("CPU", 1.0)),
         }
 
     def fail_health_checks(self) -> str:
