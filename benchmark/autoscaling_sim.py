@@ -40,9 +40,9 @@ from serve.slo_policy import (  # noqa: E402
 DT_S = 0.05  # simulation step
 SUBSTEPS = 5  # arrivals within a step, spread evenly
 DECIDE_EVERY_S = 1.0  # how often the controller decides (Serve's loop is faster; metrics lag)
-# Replicas push their metrics every 2 s (sentiment's metrics_interval_s in the Serve config),
+# Replicas push their metrics every second (sentiment's metrics_interval_s in the Serve config),
 # sampled every look_back_period_s * 0.2: the controller decides on what the last push held.
-PUSH_S = 2.0
+PUSH_S = 1.0
 RECORD_S = 6.0
 WINDOW_S = 10.0  # SLO attainment is judged per window of this length
 TIMEOUT_S = 30.0  # a request older than this when it would start has failed

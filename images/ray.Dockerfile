@@ -38,7 +38,7 @@ RUN useradd --create-home --uid 1000 --shell /bin/bash ray \
     && chown ray:ray /models /ray-targets
 COPY --from=deps /opt/venv /opt/venv
 COPY --chown=ray:ray images/node_health.py images/stack_secrets.py images/advertise.py \
-    images/ray_targets.py /app/images/
+    images/ray_targets.py images/rejoin.py /app/images/
 # The SLO autoscaling policy, imported by name where Serve checks a config (the head's dashboard)
 # and pickled from there to the controller. /app/serve/ has no __init__.py here: a namespace
 # package, which the replicas' own `serve` package (runtime_env py_modules) always wins over.

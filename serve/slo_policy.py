@@ -9,7 +9,8 @@ A replica that receives `r` requests per second runs batches back to back: each 
 requests that arrived while the one before ran, `n = r * T`. So `T = intercept / (1 - slope * r)`
 while `slope * r < 1`, and the queue grows without bound past that (or once `n` would exceed the
 batch size). A request waits for the batch that runs when it arrives (up to `T`), then for its
-own (`T`): its p95 is about `(1 + 0.95) * T`.
+own (`T`): its p95 is about `(1 + 0.95) * T`, plus the wait of a burst behind the batches ahead
+of it, which grows as `rho / (1 - rho)` with `rho = slope * r`.
 
 The policy takes the fewest replicas whose predicted p95 is below `scale_up_at` of the SLO, and
 gives replicas back only down to a count still below `scale_down_at` of it (the gap between the
@@ -42,9 +43,9 @@ class BatchFit:
     slope_s: float
     max_batch_size: int
 
-    def p95_s(self, rate_per_replica: float) -> float:
-        """Predicted p95 of a replica receiving `rate_per_replica` requests/s (inf: it falls
-        behind)."""
+    def cycle_p95_s(self, rate_per_replica: float) -> float:
+        """p95 of evenly spaced arrivals at `rate_per_replica` requests/s: the batch cycle alone
+        (inf: the replica falls behind)."""
         if rate_per_replica <= 0:
             return P95_BATCHES * (self.intercept_s + self.slope_s)
         load = self.slope_s * rate_per_replica
@@ -55,6 +56,21 @@ class BatchFit:
         if rate_per_replica * cycle > self.max_batch_size:
             return math.inf
         return P95_BATCHES * max(cycle, self.intercept_s + self.slope_s)
+
+    def p95_s(self, rate_per_replica: float) -> float:
+        """Predicted p95 of a replica receiving `rate_per_replica` requests/s (inf: it falls
+        behind).
+
+        Real arrivals come in bursts, not evenly spaced: near full load a burst waits for the
+        batches ahead of it to drain, a wait that grows as load / (1 - load) (queueing's
+        utilisation factor). Without it, a fit whose intercept is near 0 (a contended CPU makes
+        every text cost about the same) predicts a lone request's latency at 90 % load.
+        """
+        cycle = self.cycle_p95_s(rate_per_replica)
+        load = self.slope_s * max(rate_per_replica, 0.0)
+        if not math.isfinite(cycle) or load <= 0:
+            return cycle
+        return cycle + (self.intercept_s + self.slope_s) * load / (1 - load)
 
 
 @dataclass(frozen=True)

@@ -55,14 +55,14 @@ SLO_MS = 150
 SLO_AUTOSCALING = {
     **AUTOSCALING,
     "upscale_delay_s": 0,
-    "look_back_period_s": 10,  # as shipped: replicas record their stats every 2 s
+    "look_back_period_s": 5,  # as shipped: replicas record their stats every second
     "policy": {
         "policy_function": "serve.slo_policy:SloPolicy",
         "policy_kwargs": {"p95_ms": SLO_MS},
     },
 }
 # Replicas push their metrics to the controller this often (sentiment's metrics_interval_s).
-METRICS_PUSH_S = 2
+METRICS_PUSH_S = 1
 # Seconds the new replica may take to start on a saturated CPU.
 REPLICA_START_S = 90
 

@@ -156,3 +156,15 @@ def router_retries(cluster: LocalCluster) -> float:
         for line in cluster.metrics_text().splitlines()
         if line.startswith("ray_router_retries_total{")
     )
+
+
+def test_a_restarted_worker_waits_for_the_node_it_replaces(cluster: LocalCluster) -> None:
+    """images/rejoin.py asks the real GCS which nodes are alive at an address: every node of the
+    local cluster at its own, none at an address no node has (there it starts at once)."""
+    from images import rejoin
+
+    gcs = cluster.cluster.address
+    ip = ray.util.get_node_ip_address()
+    alive = set(rejoin.alive_at(gcs, ip))
+    assert alive == {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    assert rejoin.alive_at(gcs, "198.51.100.7") == []  # TEST-NET-2: documentation only

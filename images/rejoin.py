@@ -1,0 +1,88 @@
+"""Start a Ray worker only once the cluster has declared the node it replaces dead.
+
+A restarted container comes back with the address it had (compose keeps a container's bridge
+address, and a worker on another host advertises its host's). Each node's HAProxy reaches Serve
+replicas at node address:port, and Serve numbers a new node's replica ports from the bottom of
+the range again. While the cluster still counts the killed node as alive, its replicas stay in
+every HAProxy's list; if the new node started at once, a new replica could take a dead one's
+port, and a request meant for a Router would reach a model's replica, which answers 404. So this
+waits until the GCS lists no live node at this address (it declares a silent node dead within
+seconds), then runs the command.
+
+    python3 rejoin.py ray start --address=ray-head:6379 ...
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+
+# The GCS declares a node dead after its health checks fail for ~15 s (Ray's defaults); past this
+# the node starts anyway, and says so.
+WAIT_S = 90.0
+
+
+def own_address(argv: list[str]) -> str:
+    """The address the node will advertise: --node-ip-address, or this container's own."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--node-ip-address="):
+            return arg.split("=", 1)[1]
+        if arg == "--node-ip-address" and i + 1 < len(argv):
+            return argv[i + 1]
+    return socket.gethostbyname(socket.gethostname())
+
+
+def gcs_address(argv: list[str]) -> str:
+    for arg in argv:
+        if arg.startswith("--address="):
+            return arg.split("=", 1)[1]
+    return os.environ.get("RAY_HEAD_ADDRESS", "ray-head:6379")
+
+
+def alive_at(gcs: str, address: str) -> list[str]:
+    """Ids of the nodes the GCS counts as alive at `address` (none if it cannot be asked: then
+    `ray start` reports what is wrong)."""
+    from ray._raylet import GcsClient
+
+    try:
+        nodes = GcsClient(address=gcs).get_all_node_info(timeout=5)
+    except Exception as exc:  # any failure to ask means: nothing to wait for
+        print(f"[rejoin] could not list the cluster's nodes at {gcs}: {exc}", flush=True)
+        return []
+    alive = 0  # GcsNodeInfo.ALIVE
+    return [
+        node_id.hex()
+        for node_id, info in nodes.items()
+        if info.node_manager_address == address and info.state == alive
+    ]
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print("usage: rejoin.py COMMAND [ARGS...]", file=sys.stderr)
+        return 2
+    address, gcs = own_address(argv), gcs_address(argv)
+    started = time.monotonic()
+    previous = alive_at(gcs, address)
+    if previous:
+        print(
+            f"[rejoin] the cluster still counts node {previous[0][:12]} at {address} alive: "
+            "waiting until it is declared dead, so that no new replica takes its ports",
+            flush=True,
+        )
+        while previous and time.monotonic() - started < WAIT_S:
+            time.sleep(1)
+            previous = alive_at(gcs, address)
+        waited = time.monotonic() - started
+        if previous:
+            print(f"[rejoin] still listed after {waited:.0f} s; starting anyway", flush=True)
+        else:
+            print(f"[rejoin] declared dead after {waited:.0f} s; starting", flush=True)
+    os.execvp(argv[0], argv)  # nosec B606
+    return 1  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
