@@ -12,7 +12,8 @@ autoscaling_record.py) and the replicas Serve runs, once a second, and writes pe
 - replica_seconds: seconds x replicas that hold resources (starting or running);
 - first_scale_up_s: from the shape's first rise to the first raised target;
 - scale_events: changes of the target (flapping shows here);
-- failed: requests Locust counted as failed.
+- failed: requests Locust counted as failed;
+- requests_per_s: requests answered in each second (the simulator replays it).
 
     python benchmark/autoscaling.py --out build/autoscaling/results.json
 """
@@ -155,12 +156,15 @@ def summarize(
     slo_s: float,
 ) -> dict[str, Any]:
     windows: dict[int, list[float]] = {}
+    per_second: dict[int, int] = {}  # requests answered in each second: the simulator's trace
     failed = total = 0
     for line in record.read_text().splitlines():
         at, latency_ms, ok = line.split()
         total += 1
         failed += ok == "0"
         windows.setdefault(int((float(at) - started) // WINDOW_S), []).append(float(latency_ms))
+        second = int(float(at) - started)
+        per_second[second] = per_second.get(second, 0) + 1
     p95s = {
         w: statistics.quantiles(v, n=20)[-1] / 1000 if len(v) > 1 else v[0] / 1000
         for w, v in sorted(windows.items())
@@ -179,6 +183,7 @@ def summarize(
         "failed": failed,
         "requests": total,
         "window_p95_s": {str(w * WINDOW_S): round(p, 3) for w, p in p95s.items()},
+        "requests_per_s": [per_second.get(i, 0) for i in range(max(per_second, default=-1) + 1)],
         "timeline": [(round(at, 1), holding, target) for at, holding, target in timeline],
     }
 
