@@ -224,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-replicas", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "autoscaling" / "results.json")
     args = parser.parse_args(argv)
+    args.out = args.out.resolve()  # the run changes directory below
     work = args.out.parent
     work.mkdir(parents=True, exist_ok=True)
     shipped = policy_config(args.model_dir, "slo", args.min_replicas, args.max_replicas)

@@ -69,6 +69,11 @@ def ramp_trace(low: float, high: float, start: float, end: float) -> Trace:
     return lambda t: low + (high - low) * min(1.0, max(0.0, (t - start) / (end - start)))
 
 
+def replay_trace(requests_per_s: list[int]) -> Trace:
+    """A real run's requests per second (benchmark/autoscaling.py's `requests_per_s`)."""
+    return lambda t: float(requests_per_s[min(int(t), len(requests_per_s) - 1)])
+
+
 @dataclass
 class Replica:
     ready_at: float
