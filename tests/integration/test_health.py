@@ -165,6 +165,6 @@ def test_a_restarted_worker_waits_for_the_node_it_replaces(cluster: LocalCluster
 
     gcs = cluster.cluster.address
     ip = ray.util.get_node_ip_address()
-    alive = set(rejoin.alive_at(gcs, ip))
+    alive = set(rejoin.alive_at(gcs, ip) or [])
     assert alive == {n["NodeID"] for n in ray.nodes() if n["Alive"]}
     assert rejoin.alive_at(gcs, "198.51.100.7") == []  # TEST-NET-2: documentation only
