@@ -25,24 +25,24 @@ import time
 WAIT_S = 90.0
 
 
+def option(argv: list[str], name: str) -> str | None:
+    """The value of `ray start`'s option `name`, as `--name=value` or `--name value`."""
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"{name}="):
+            return arg.split("=", 1)[1]
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
 def own_address(argv: list[str]) -> str:
     """The address the node will advertise: --node-ip-address, or this container's own."""
-    for i, arg in enumerate(argv):
-        if arg.startswith("--node-ip-address="):
-            return arg.split("=", 1)[1]
-        if arg == "--node-ip-address" and i + 1 < len(argv):
-            return argv[i + 1]
-    return socket.gethostbyname(socket.gethostname())
+    return option(argv, "--node-ip-address") or socket.gethostbyname(socket.gethostname())
 
 
 def gcs_address(argv: list[str]) -> str:
     """The GCS `ray start` joins: --address, or RAY_HEAD_ADDRESS."""
-    for i, arg in enumerate(argv):
-        if arg.startswith("--address="):
-            return arg.split("=", 1)[1]
-        if arg == "--address" and i + 1 < len(argv):
-            return argv[i + 1]
-    return os.environ.get("RAY_HEAD_ADDRESS", "ray-head:6379")
+    return option(argv, "--address") or os.environ.get("RAY_HEAD_ADDRESS", "ray-head:6379")
 
 
 def alive_at(gcs: str, address: str) -> list[str] | None:
